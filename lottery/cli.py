@@ -1,0 +1,66 @@
+"""The `lottery` command: a Hydra app that runs (or resumes) one IMP experiment per job.
+
+    lottery                                     # the default: MLP on MNIST-1D, 5 levels of 20% global pruning
+    lottery -m seed=0,1,2 pruning.fraction=0.2,0.3 model.width=0.5,1,2    # a multirun sweep
+    lottery experiment=lth_lenet_mnist          # a preset from conf/experiment/
+
+Results land in outputs/<name>/<hash>/seed_<s>/level_<L>/; re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from lottery.config import register
+
+register()
+
+# The repository's conf/ folder (the package is installed in editable mode, see the README).
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from lottery.core.artifacts import ArtifactError
+    from lottery.core.duration import DurationError
+    from lottery.core.lr_schedule import ScheduleError
+    from lottery.core.masks import MaskMismatchError
+    from lottery.core.pruning import PruningConfigError
+    from lottery.data import DatasetNotFoundError
+    from lottery.validate import ConfigError
+
+    return (ArtifactError, ConfigError, DurationError, ScheduleError, MaskMismatchError, PruningConfigError,
+            DatasetNotFoundError)
+
+
+def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Run one composed config (what each Hydra job does); also the entry point for tests."""
+    from lottery.imp import prepare, run
+    from lottery.report import print_ticket_table
+
+    settings = OmegaConf.to_object(cfg)  # the typed dataclasses; the driver never sees a DictConfig
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    optim_cfg = OmegaConf.to_container(cfg.optim, resolve=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    setup = prepare(settings, model_cfg, optim_cfg)
+    rows = run(setup, resolved, OmegaConf.to_yaml(cfg, resolve=True))
+    print_ticket_table(rows, title=f"{setup.paths.seed_dir}")
+    return rows
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        run_config(cfg)
+    except _user_errors() as err:
+        print(f"lottery: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

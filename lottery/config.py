@@ -1,0 +1,158 @@
+"""Typed config schemas: Hydra validates every composed config against these, so a typo or a wrong type fails at
+compose time, and the entry point converts the result once into these dataclasses (the IMP driver never sees a
+DictConfig).
+
+Fields marked `metadata={"hash": False}` do not change results (paths, devices, loggers, the seed and the number of
+levels) and stay out of the experiment hash; see lottery/core/hashing.py. Units are in the comments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+NO_HASH = {"hash": False}
+
+
+# ---- model: one schema per architecture family; `name` is the stable key hashed instead of the import path.
+@dataclass
+class ModelConfig:
+    _target_: str = MISSING
+    name: str = MISSING
+    width: float = 1.0  # multiplier on every hidden layer's units/channels; 1.0 is the published size
+
+
+@dataclass
+class MLPConfig(ModelConfig):
+    _target_: str = "lottery.models.MLP"
+    hidden: list[int] = field(default_factory=lambda: [100, 100])  # hidden units per layer, before `width`
+
+
+@dataclass
+class ConvConfig(ModelConfig):
+    _target_: str = "lottery.models.ConvNet"
+    blocks: list[int] = field(default_factory=lambda: [64, 128])  # channels per block of two 3x3 convs + max-pool
+    fc: list[int] = field(default_factory=lambda: [256, 256])  # hidden units of the classifier
+
+
+# ---- data
+@dataclass
+class DataConfig:
+    name: str = MISSING  # mnist1d | digits | mnist | fashion_mnist
+    val_size: int = 500  # examples carved from the training split for validation (early-stopping metrics)
+    split_seed: int = 0  # seeds the validation carve, the same for every run seed so seeds are comparable
+    num_samples: int = 5000  # MNIST-1D only: examples generated (80% train, 20% test)
+    root: str = field(default="data", metadata=NO_HASH)  # folder of the IDX files (mnist, fashion_mnist)
+    download: bool = field(default=False, metadata=NO_HASH)  # fetch missing IDX files, verifying their checksums
+
+
+# ---- optimizer: built with hydra.utils.instantiate as a partial, completed with the model's parameters
+@dataclass
+class OptimConfig:
+    _target_: str = MISSING
+    _partial_: bool = True
+    name: str = MISSING
+    lr: float = MISSING  # base learning rate, before the schedule's multiplier
+    weight_decay: float = 0.0  # L2 coefficient, coupled as in torch.optim
+
+
+@dataclass
+class AdamConfig(OptimConfig):
+    _target_: str = "torch.optim.Adam"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class SGDConfig(OptimConfig):
+    _target_: str = "torch.optim.SGD"
+    momentum: float = 0.0
+    nesterov: bool = False
+
+
+# ---- LR schedule, as a multiplier of the base LR; durations like '80ep' or '500it'
+@dataclass
+class ScheduleConfig:
+    name: str = "constant"  # constant | step | cosine | linear
+    warmup: str = "0it"  # linear warm-up from 0
+    milestones: list[str] = field(default_factory=list)  # step schedule: multiply by gamma at each of these
+    gamma: float = 0.1
+
+
+# ---- pruning
+@dataclass
+class PruningConfig:
+    strategy: str = "magnitude"
+    scope: str = "global"  # global: one ranking over all prunable weights | layerwise: each layer on its own
+    fraction: float = 0.2  # share of the *remaining* weights pruned per level, in (0, 1)
+    overrides: dict[str, float] = field(default_factory=dict)  # layerwise rates by layer pattern, e.g. {fc3: 0.1}
+    ignore: list[str] = field(default_factory=list)  # layer patterns never pruned, e.g. [fc3]
+
+
+# ---- rewinding
+@dataclass
+class RewindConfig:
+    mode: str = "weights"  # weights: rewind weights+state to step k | lr: keep weights, replay LR from k | finetune
+    step: str = "0it"  # the rewind point k; 0it is the original LTH reset to initialisation
+
+
+# ---- training of each level
+@dataclass
+class TrainConfig:
+    duration: str = "3000it"  # training length of every level
+    batch_size: int = 100
+    eval_every: str = "100it"  # validation interval (best_val_acc and its step are measured at these points)
+    precision: str = "32-true"  # Lightning precision, e.g. bf16-mixed on a GPU; changes results, so it is hashed
+    checkpoint_every: str = field(default="500it", metadata=NO_HASH)  # resume point inside a level
+    log_every: int = field(default=50, metadata=NO_HASH)  # steps between logged training-loss values
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "cpu"  # cpu | gpu | auto
+    devices: Any = 1
+    deterministic: bool = True  # bit-identical resumes on CPU need deterministic kernels
+    progress_bar: bool = True
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "wandb"  # wandb | csv | none
+    project: str = "lottery"
+    mode: str = "offline"  # wandb: offline (default, never needs network) | online | disabled
+    entity: str | None = None
+
+
+@dataclass
+class LotteryConfig:
+    model: Any = MISSING
+    data: DataConfig = MISSING
+    optim: Any = MISSING
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    rewind: RewindConfig = field(default_factory=RewindConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata=NO_HASH)
+    logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=NO_HASH)
+    name: str = field(default="default", metadata=NO_HASH)  # experiment name: outputs/<name>/<hash>/
+    seed: int = field(default=0, metadata=NO_HASH)  # seeds share a hash so they compare: seed_<s>/ below it
+    levels: int = field(default=5, metadata=NO_HASH)  # pruning rounds after the dense level 0; more levels extend
+    root: str = field(default="outputs", metadata=NO_HASH)  # output root
+
+
+def register() -> None:
+    """Register the schemas with Hydra's ConfigStore; conf/*.yaml extend them through their defaults lists."""
+    cs = ConfigStore.instance()
+    cs.store(name="lottery_schema", node=LotteryConfig)
+    cs.store(group="model", name="mlp_schema", node=MLPConfig)
+    cs.store(group="model", name="conv_schema", node=ConvConfig)
+    cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="optim", name="adam_schema", node=AdamConfig)
+    cs.store(group="optim", name="sgd_schema", node=SGDConfig)
+    cs.store(group="schedule", name="schedule_schema", node=ScheduleConfig)
+    cs.store(group="pruning", name="pruning_schema", node=PruningConfig)
+    cs.store(group="rewind", name="rewind_schema", node=RewindConfig)
+    cs.store(group="trainer", name="trainer_schema", node=TrainerConfig)
+    cs.store(group="logger", name="logger_schema", node=LoggerConfig)

@@ -1,0 +1,299 @@
+"""The IMP driver: a plain loop over levels, one fresh Trainer.fit per level.
+
+    level 0: train the dense network from its seeded initialisation theta_0, saving the full state at step k
+    level L: prune level L-1's trained weights (masks only shrink), rewind the survivors, train again
+
+Rewind modes: `weights` starts level L from the step-k checkpoint with its weights times the mask (k = 0 is the
+original LTH reset); `lr` keeps level L-1's trained weights but restarts from step k's LR schedule, optimizer state
+and data order (Renda et al. 2020); `finetune` keeps the trained weights and trains at the schedule's final LR.
+
+Every level's artifacts are written atomically and a finished level is skipped, so re-running the same command
+resumes; an interrupted level continues from its last checkpoint. Nothing here mutates a model inside a fit (the
+mistake of Lightning's ModelPruning callback): pruning happens between fits, on weights read back from disk.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+
+from lottery import data as datasets
+from lottery.callbacks import LevelProgressBar, ResumeCheckpoint, RewindCapture
+from lottery.config import LotteryConfig
+from lottery.core import artifacts
+from lottery.core import masks as M
+from lottery.core.duration import steps
+from lottery.core.hashing import digest, hash_inputs
+from lottery.core.lr_schedule import lr_multiplier
+from lottery.core.pruning import PruningPlan, prune
+from lottery.data.datamodule import TensorDataModule
+from lottery.layout import LevelPaths, RunPaths
+from lottery.module import LevelModule
+from lottery.tracking import Tracker
+from lottery.validate import check_steps, validate
+
+# Each level's Trainer starts mid-"epoch" when it resumes at step k; our batches are a function of the step (see
+# lottery/data/batches.py), so Lightning's warning about non-resumable dataloaders does not apply.
+warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*is a non-default precision.*")
+# Lightning's per-fit banners (GPU available, restoring states...) repeat every level; the driver says what matters.
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+
+
+def experiment_hash(cfg: LotteryConfig) -> tuple[str, dict[str, Any]]:
+    inputs = hash_inputs(cfg)
+    return digest(inputs), inputs
+
+
+@dataclass
+class Setup:
+    """What every level of one (config, seed) run shares."""
+
+    cfg: LotteryConfig
+    model_cfg: dict[str, Any]
+    optim_cfg: dict[str, Any]
+    datamodule: TensorDataModule
+    total_steps: int
+    rewind_step: int
+    eval_every: int
+    checkpoint_every: int
+    plan: PruningPlan
+    paths: RunPaths
+
+    def network(self, seed: int | None = None) -> torch.nn.Module:
+        return build_network(self.model_cfg, self.datamodule, seed)
+
+    def lr_lambda(self):
+        s = self.cfg.schedule
+        spe = self.datamodule.steps_per_epoch
+        return lr_multiplier(
+            s.name,
+            self.total_steps,
+            warmup_steps=steps(s.warmup, spe),
+            milestones=[steps(m, spe) for m in s.milestones],
+            gamma=s.gamma,
+        )
+
+
+def without_name(node: dict[str, Any]) -> dict[str, Any]:
+    """A model/optimizer config minus `name`: that is the stable key the hash uses, not a constructor argument."""
+    return {k: v for k, v in node.items() if k != "name"}
+
+
+def build_network(model_cfg: dict[str, Any], datamodule: TensorDataModule, seed: int | None = None) -> torch.nn.Module:
+    if seed is not None:
+        torch.manual_seed(seed)  # theta_0 is a function of the seed: replicates are reproducible
+    return instantiate(without_name(model_cfg), input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, _convert_="all")
+
+
+def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
+    """Validate, load data, build the pruning plan and claim the output folder; no training yet."""
+    validate(cfg)
+    splits = datasets.load(cfg.data.name, root=cfg.data.root, download=cfg.data.download,
+                           num_samples=cfg.data.num_samples)
+    datamodule = TensorDataModule(
+        splits, cfg.data.val_size, cfg.data.split_seed, cfg.train.batch_size, cfg.seed, total_steps=0
+    )
+    spe = datamodule.steps_per_epoch
+    total, rewind = steps(cfg.train.duration, spe), steps(cfg.rewind.step, spe)
+    check_steps(cfg, total, rewind)
+    datamodule.total_steps = total
+    h, inputs = experiment_hash(cfg)
+    p = cfg.pruning
+    weight_names = list(M.prunable_weights(build_network(model_cfg, datamodule)))
+    plan = PruningPlan.build(weight_names, p.scope, p.fraction, p.overrides, p.ignore)
+    setup = Setup(
+        cfg=cfg,
+        model_cfg=model_cfg,
+        optim_cfg=optim_cfg,
+        datamodule=datamodule,
+        total_steps=total,
+        rewind_step=rewind,
+        eval_every=steps(cfg.train.eval_every, spe),
+        checkpoint_every=steps(cfg.train.checkpoint_every, spe),
+        plan=plan,
+        paths=RunPaths(root=cfg.root, name=cfg.name, hash=h, seed=cfg.seed),
+    )
+    claim(setup.paths, inputs)
+    return setup
+
+
+def claim(paths: RunPaths, inputs: dict[str, Any]) -> None:
+    """Record what the hash folder holds; refuse to mix in results of a different configuration."""
+    if paths.hash_file.exists():
+        existing = artifacts.read_json(paths.hash_file, "hash record")
+        if existing != inputs:
+            raise artifacts.ArtifactError(
+                f"{paths.hash_file} records settings {existing}, but this run's are {inputs}: the folder holds "
+                "results of another configuration. Nothing was changed; move that folder aside or use another root."
+            )
+    else:
+        artifacts.write_json(inputs, paths.hash_file)
+
+
+def level_mask(setup: Setup, level: int) -> M.Mask:
+    lp = setup.paths.level(level)
+    if lp.mask.exists():
+        mask = artifacts.load_torch(lp.mask, "mask")
+        if not isinstance(mask, dict) or set(mask) != set(setup.plan.rates):
+            raise artifacts.ArtifactError(
+                f"{lp.mask} covers layers {sorted(mask) if isinstance(mask, dict) else type(mask).__name__}, but "
+                f"this configuration prunes {sorted(setup.plan.rates)}. Move the level folder aside and re-run."
+            )
+        M.check_compatible(mask, M.prunable_weights(setup.network()), source=str(lp.mask))
+        return mask
+    if level == 0:
+        weights = M.prunable_weights(setup.network())
+        mask = M.dense_mask({n: weights[n] for n in setup.plan.rates})
+    else:
+        prev = setup.paths.level(level - 1)
+        trained = artifacts.load_torch(prev.weights, "trained weights")
+        mask = prune(trained, artifacts.load_torch(prev.mask, "mask"), setup.plan, level)
+    artifacts.save_torch(mask, lp.mask)
+    return mask
+
+
+def target_density(plan: PruningPlan, mask: M.Mask, level: int) -> float:
+    if plan.scope == "global":
+        return plan.global_density(level)
+    return sum(m.numel() * plan.layer_density(n, level) for n, m in mask.items()) / M.total(mask)
+
+
+def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dict[str, Any]:
+    cfg, paths = setup.cfg, setup.paths
+    lp = paths.level(level)
+    L.seed_everything(cfg.seed, workers=False, verbose=False)
+    network = setup.network(seed=cfg.seed)
+    M.check_compatible(mask, M.prunable_weights(network), source=str(lp.mask))
+    lr_lambda = setup.lr_lambda()
+    ckpt_path, start_weights = None, None
+    if level > 0:
+        previous = artifacts.load_torch(paths.level(level - 1).weights, "trained weights")
+        if cfg.rewind.mode == "weights":
+            ckpt_path = paths.rewind
+        elif cfg.rewind.mode == "lr":
+            ckpt_path, start_weights = paths.rewind, previous
+        else:  # finetune: the trained weights, the final LR, a fresh optimizer, steps counted from 0
+            network.load_state_dict(previous)
+            final = lr_lambda(setup.total_steps)
+            lr_lambda = lambda step: final  # noqa: E731
+    resuming = lp.last_checkpoint.exists()
+    if resuming:
+        ckpt_path, start_weights = lp.last_checkpoint, None
+    module = LevelModule(
+        network,
+        optimizer=instantiate(without_name(setup.optim_cfg), _convert_="all"),
+        lr_lambda=lr_lambda,
+        mask=mask,
+        val_data=(setup.datamodule.x_val, setup.datamodule.y_val),
+        num_classes=setup.datamodule.num_classes,
+        total_steps=setup.total_steps,
+        eval_every=setup.eval_every,
+        start_weights=start_weights,
+        resume_progress=resuming,
+    )
+    callbacks: list[L.Callback] = [ResumeCheckpoint(lp.last_checkpoint, setup.checkpoint_every, setup.total_steps)]
+    if level == 0:
+        callbacks.append(RewindCapture(paths.rewind, setup.rewind_step))
+    if cfg.trainer.progress_bar:
+        callbacks.append(LevelProgressBar(level, cfg.levels, M.density(mask)))
+    lp.last_checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    trainer = L.Trainer(
+        max_steps=setup.total_steps,
+        max_epochs=-1,
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        precision=cfg.train.precision,
+        deterministic=cfg.trainer.deterministic,
+        logger=tracker.level_loggers(level) or False,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        log_every_n_steps=cfg.train.log_every,
+        default_root_dir=str(paths.seed_dir),
+    )
+    trainer.fit(module, datamodule=setup.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    return finish_level(setup, level, lp, module, mask, tracker)
+
+
+def finish_level(setup: Setup, level: int, lp: LevelPaths, module: LevelModule, mask: M.Mask, tracker) -> dict:
+    weights = {k: v.detach().cpu().clone() for k, v in module.network.state_dict().items()}
+    for name, m in mask.items():  # internal invariant: the mask held through every step
+        assert not bool(weights[name][~m].any()), f"pruned weights of {name} are not zero"
+    test_acc, test_loss = module.evaluate(setup.datamodule.x_test, setup.datamodule.y_test)
+    density = M.density(mask)
+    metrics = {
+        "level": level,
+        "density": density,
+        "target_density": target_density(setup.plan, mask, level),
+        "remaining_weights": M.remaining(mask),
+        "test_acc": test_acc,
+        "test_loss": test_loss,
+        "best_val_acc": module.best_val_acc,
+        "best_val_step": module.best_val_step,
+        "final_val_acc": module.last_val_acc,
+        "steps": setup.total_steps,
+        "train_seconds": round(module.train_seconds, 3),
+    }
+    sparsity = {
+        "total": M.total(mask),
+        "remaining": M.remaining(mask),
+        "density": density,
+        "layers": M.per_layer_counts(mask),
+        "dense_layers": list(setup.plan.ignored),
+    }
+    artifacts.save_torch(weights, lp.weights)
+    artifacts.write_json(sparsity, lp.sparsity)
+    artifacts.write_json(metrics, lp.metrics)  # last: marks the level finished
+    lp.last_checkpoint.unlink(missing_ok=True)
+    tracker.log_level(metrics)
+    return metrics
+
+
+LEVEL_COLUMNS = ("level", "density", "target_density", "test_acc", "best_val_acc", "best_val_step", "train_seconds")
+
+
+def write_levels_csv(paths: RunPaths, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LEVEL_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    artifacts.write_text(buf.getvalue(), paths.levels_csv)
+
+
+def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[str, Any]]:
+    """Run (or resume) every level of one seed; returns the per-level metrics."""
+    paths = setup.paths
+    artifacts.write_text(config_yaml, paths.config)
+    tracker = Tracker(setup.cfg, paths, resolved)
+    rows: list[dict[str, Any]] = []
+    try:
+        for level in range(setup.cfg.levels + 1):
+            lp = paths.level(level)
+            if lp.done:
+                rows.append(artifacts.read_json(lp.metrics, "level metrics"))
+                continue
+            mask = level_mask(setup, level)
+            if level > 0 and not paths.rewind.exists() and setup.cfg.rewind.mode in ("weights", "lr"):
+                raise artifacts.ArtifactError(
+                    f"{paths.rewind} is missing but level {level} must rewind to it; delete {paths.level(0).dir} "
+                    "to retrain level 0 and recreate it"
+                )
+            rows.append(train_level(setup, level, mask, tracker))
+            write_levels_csv(paths, rows)
+    finally:
+        tracker.finish()
+    write_levels_csv(paths, rows)
+    return rows

@@ -1,0 +1,81 @@
+"""Where a run's artifacts live: outputs/<experiment>/<hash>/seed_<s>/level_<L>/.
+
+    <root>/<name>/<hash>/hash.json           the settings the hash covers (the folder describes itself)
+    <root>/<name>/<hash>/seed_<s>/config.yaml  the resolved config of this seed's run
+                                 rewind.ckpt   full training state at the rewind step k (level 0)
+                                 levels.csv    one row per finished level
+                                 level_<L>/mask.pt, weights.pt, metrics.json, sparsity.json
+                                 level_<L>/checkpoints/last.ckpt   only while the level runs (resume point)
+
+`metrics.json` is written last: its presence is what marks a level finished, so a re-run skips exactly the levels
+whose every artifact is on disk.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class LevelPaths:
+    dir: Path
+
+    @property
+    def mask(self) -> Path:
+        return self.dir / "mask.pt"
+
+    @property
+    def weights(self) -> Path:
+        return self.dir / "weights.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.dir / "metrics.json"
+
+    @property
+    def sparsity(self) -> Path:
+        return self.dir / "sparsity.json"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.dir / "checkpoints" / "last.ckpt"
+
+    @property
+    def done(self) -> bool:
+        return self.metrics.is_file()
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+    name: str
+    hash: str
+    seed: int
+
+    @property
+    def experiment(self) -> Path:
+        return Path(self.root) / self.name / self.hash
+
+    @property
+    def hash_file(self) -> Path:
+        return self.experiment / "hash.json"
+
+    @property
+    def seed_dir(self) -> Path:
+        return self.experiment / f"seed_{self.seed}"
+
+    @property
+    def config(self) -> Path:
+        return self.seed_dir / "config.yaml"
+
+    @property
+    def rewind(self) -> Path:
+        return self.seed_dir / "rewind.ckpt"
+
+    @property
+    def levels_csv(self) -> Path:
+        return self.seed_dir / "levels.csv"
+
+    def level(self, level: int) -> LevelPaths:
+        return LevelPaths(self.seed_dir / f"level_{level}")

@@ -1,0 +1,155 @@
+"""The LightningModule of one IMP level: trains a masked network and keeps pruned weights exactly zero.
+
+The network comes in as an argument (not through save_hyperparameters: the resolved config saved beside every
+result is what rebuilds it). The mask is enforced by one in-place multiply per pruned tensor after every optimizer
+step, so the weights themselves hold exact zeros whatever the optimizer (momentum, Adam moments and weight decay
+would otherwise revive them); fully dense tensors cost nothing.
+
+Validation runs inside the training loop at fixed optimizer steps (every `eval_every` steps and at the last step)
+rather than through Lightning's validation loop: the evaluation points then depend only on the global step, so a
+level rewound to step k or resumed mid-way evaluates at the same steps as an uninterrupted one, and one evaluation
+is a single forward pass over the in-memory split with no DataLoader.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+import lightning as L
+import torch
+from torch.nn import functional as F
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics.functional.classification import multiclass_accuracy
+
+from lottery.core import masks as M
+
+PREFIX = "network."  # the network's keys inside the LightningModule's state dict
+
+
+class LevelModule(L.LightningModule):
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        lr_lambda: Callable[[int], float],
+        mask: Mapping[str, torch.Tensor],
+        val_data: tuple[torch.Tensor, torch.Tensor],
+        num_classes: int,
+        total_steps: int,
+        eval_every: int,
+        start_weights: Mapping[str, torch.Tensor] | None = None,
+        resume_progress: bool = False,
+    ) -> None:
+        super().__init__()
+        self.network = network
+        self.make_optimizer = optimizer
+        self.lr_lambda = lr_lambda
+        weights = M.prunable_weights(network)
+        M.check_compatible(mask, weights)
+        self.mask = {k: v.clone() for k, v in mask.items()}
+        # Only tensors with pruned entries are multiplied after each step (see module docstring).
+        self._sparse = [name for name, m in self.mask.items() if not bool(m.all())]
+        self._device_masks: dict[str, torch.Tensor] = {}
+        self.val_data = val_data
+        self.num_classes = num_classes
+        self.total_steps = total_steps
+        self.eval_every = max(1, eval_every)
+        # LR rewinding swaps in the previous level's trained weights when the rewind checkpoint is loaded.
+        self.start_weights = dict(start_weights) if start_weights is not None else None
+        # True when resuming this level's own checkpoint: keep its best-so-far metrics; False when the checkpoint is
+        # the rewind point of level 0, whose metrics belong to another level.
+        self.resume_progress = resume_progress
+        self.best_val_acc = float("-inf")
+        self.best_val_step = -1
+        self.last_val_acc = float("nan")
+        self.train_seconds = 0.0
+        self._clock = 0.0
+
+    # ---- the model
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network(x)
+
+    def configure_optimizers(self):
+        optimizer = self.make_optimizer(self.network.parameters())
+        scheduler = LambdaLR(optimizer, self.lr_lambda)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self.network(x), y)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.enforce_mask()
+
+    @torch.no_grad()
+    def enforce_mask(self) -> None:
+        params = self._params if hasattr(self, "_params") else None
+        if params is None:
+            weights = M.prunable_weights(self.network)
+            self._params = params = [(weights[n], n) for n in self._sparse]
+        for p, name in params:
+            m = self._device_masks.get(name)
+            if m is None or m.device != p.device or m.dtype != p.dtype:
+                m = self._device_masks[name] = self.mask[name].to(device=p.device, dtype=p.dtype)
+            p.mul_(m)
+
+    # ---- evaluation at fixed steps
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> tuple[float, float]:
+        """(accuracy, mean cross-entropy) of the current network on a whole split, in eval mode."""
+        was_training = self.network.training
+        self.network.eval()
+        logits = torch.cat([self.network(x[i : i + chunk].to(self.device)) for i in range(0, len(x), chunk)])
+        self.network.train(was_training)
+        y = y.to(logits.device)
+        acc = multiclass_accuracy(logits, y, num_classes=self.num_classes, average="micro", validate_args=False)
+        return float(acc), float(F.cross_entropy(logits.float(), y))
+
+    def on_train_start(self) -> None:
+        self._clock = time.perf_counter()
+        # Make the starting weights honour the mask even when no checkpoint was loaded (fine-tuning).
+        self.enforce_mask()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        step = self.global_step
+        if step % self.eval_every == 0 or step == self.total_steps:
+            acc, loss = self.evaluate(*self.val_data)
+            self.last_val_acc = acc
+            if acc > self.best_val_acc:  # strict: the earliest step reaching the best accuracy is the one recorded
+                self.best_val_acc, self.best_val_step = acc, step
+            # Straight to the loggers: self.log would only flush on Lightning's log_every_n_steps grid and could drop
+            # an evaluation that falls between two of its points.
+            for logger in self.loggers:
+                logger.log_metrics({"val/acc": acc, "val/loss": loss}, step=step)
+
+    def on_train_end(self) -> None:
+        self.train_seconds += time.perf_counter() - self._clock
+        self._clock = time.perf_counter()
+
+    # ---- checkpoints: progress and RNG in, masked (or swapped) weights out
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lottery"] = {
+            "best_val_acc": self.best_val_acc,
+            "best_val_step": self.best_val_step,
+            "train_seconds": self.train_seconds + time.perf_counter() - self._clock,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Called before Lightning loads the state dict, so this is where a level's starting weights are made:
+        # rewind weights (or, for LR rewinding, the previous level's trained weights) times the mask.
+        state = checkpoint["state_dict"]
+        if self.start_weights is not None:
+            state = {**state, **{PREFIX + k: v for k, v in self.start_weights.items()}}
+        checkpoint["state_dict"] = M.masked_state_dict(state, self.mask, prefix=PREFIX)
+        extra = checkpoint.get("lottery", {})
+        if self.resume_progress and extra:
+            self.best_val_acc = extra["best_val_acc"]
+            self.best_val_step = extra["best_val_step"]
+            self.train_seconds = extra["train_seconds"]
+        if "torch_rng" in extra:
+            torch.set_rng_state(extra["torch_rng"])

@@ -1,0 +1,63 @@
+"""Checks of a whole configuration that run before any training, so a bad value costs seconds, not a level.
+
+Per-field checks that need the model or the data (unknown layers in pruning.ignore, a missing dataset folder) happen
+where those are built, still before the first step; see the table in the README.
+"""
+
+from __future__ import annotations
+
+from lottery.config import LotteryConfig
+from lottery.core.duration import Duration
+from lottery.core.lr_schedule import KINDS as SCHEDULES
+from lottery.core.pruning import SCOPES, check_fraction
+from lottery.data import DATASETS
+
+REWIND_MODES = ("weights", "lr", "finetune")
+LOGGERS = ("wandb", "csv", "none")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key, the value and the fix."""
+
+
+def _one_of(key: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is not one of {allowed}")
+
+
+def validate(cfg: LotteryConfig) -> None:
+    if cfg.levels < 0:
+        raise ConfigError(f"levels={cfg.levels} must be >= 0 (0 trains the dense network only)")
+    if cfg.seed < 0:
+        raise ConfigError(f"seed={cfg.seed} must be >= 0")
+    for key in ("train.duration", "train.eval_every", "train.checkpoint_every", "rewind.step", "schedule.warmup"):
+        section, field = key.split(".")
+        Duration.parse(getattr(getattr(cfg, section), field))
+    for m in cfg.schedule.milestones:
+        Duration.parse(m)
+    if Duration.parse(cfg.train.duration) == Duration():
+        raise ConfigError(f"train.duration={cfg.train.duration!r} is zero; give a length such as '3000it' or '20ep'")
+    if cfg.train.batch_size < 1:
+        raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be a positive number of examples")
+    _one_of("data.name", cfg.data.name, DATASETS)
+    _one_of("pruning.scope", cfg.pruning.scope, SCOPES)
+    _one_of("pruning.strategy", cfg.pruning.strategy, ("magnitude",))
+    check_fraction(cfg.pruning.fraction, "pruning.fraction")
+    for pattern, rate in cfg.pruning.overrides.items():
+        check_fraction(rate, f"pruning.overrides[{pattern!r}]")
+    _one_of("rewind.mode", cfg.rewind.mode, REWIND_MODES)
+    _one_of("schedule.name", cfg.schedule.name, SCHEDULES)
+    _one_of("logger.kind", cfg.logger.kind, LOGGERS)
+    _one_of("logger.mode", cfg.logger.mode, WANDB_MODES)
+    if cfg.model.width <= 0:
+        raise ConfigError(f"model.width={cfg.model.width} must be positive (1.0 is the published size)")
+
+
+def check_steps(cfg: LotteryConfig, total: int, rewind: int) -> None:
+    """Checks that need the steps per epoch, i.e. the dataset and batch size."""
+    if rewind >= total:
+        raise ConfigError(
+            f"rewind.step={cfg.rewind.step!r} is step {rewind}, at or past the end of training "
+            f"(train.duration={cfg.train.duration!r} is {total} steps); rewind to an earlier point such as '0it'"
+        )
