@@ -258,6 +258,8 @@ def finish_level(setup: Setup, level: int, lp: LevelPaths, module: LevelModule, 
     artifacts.write_json(sparsity, lp.sparsity)
     artifacts.write_json(metrics, lp.metrics)  # last: marks the level finished
     lp.last_checkpoint.unlink(missing_ok=True)
+    if lp.last_checkpoint.parent.is_dir() and not any(lp.last_checkpoint.parent.iterdir()):
+        lp.last_checkpoint.parent.rmdir()
     tracker.log_level(metrics)
     return metrics
 

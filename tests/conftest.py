@@ -1,0 +1,55 @@
+"""Shared helpers: compose configs with Hydra's compose API and run tiny experiments in a temporary root."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from lottery.cli import CONF_DIR
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# A run that takes a few seconds on 2 CPU cores: 600 MNIST-1D examples, 60 steps per level.
+TINY = [
+    "data.num_samples=600",
+    "data.val_size=80",
+    "train.duration=60it",
+    "train.batch_size=32",
+    "train.eval_every=20it",
+    "train.checkpoint_every=20it",
+    "train.log_every=10",
+    "levels=2",
+    "logger=none",
+    "trainer.progress_bar=false",
+]
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = ()):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def tiny(root: Path, *extra: str) -> list[str]:
+    return [*TINY, f"root={root}", *extra]
+
+
+@pytest.fixture
+def run_tiny(tmp_path):
+    """Run a tiny experiment in-process; returns (rows, seed_dir)."""
+    from lottery.cli import run_config
+    from lottery.imp import experiment_hash
+
+    def _run(*extra: str, root: Path | None = None):
+        cfg = compose_config(tiny(root or tmp_path, *extra))
+        rows = run_config(cfg)
+        from omegaconf import OmegaConf
+
+        settings = OmegaConf.to_object(cfg)
+        h, _ = experiment_hash(settings)
+        return rows, Path(settings.root) / settings.name / h / f"seed_{settings.seed}"
+
+    return _run

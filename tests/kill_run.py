@@ -1,0 +1,79 @@
+"""Run a tiny experiment and SIGKILL this process at a chosen point (used by the kill-and-resume tests).
+
+    python tests/kill_run.py <point> <level> <step> <hydra overrides...>
+
+point = "step": right after optimizer step <step> of level <level>, before that step's checkpoint is written;
+point = "checkpoint": in the middle of writing the resume checkpoint at <step> of <level> (half a file on disk);
+point = "level_end": after level <level> has written all its artifacts, before the next level starts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import lightning as L  # noqa: E402
+from conftest import compose_config  # noqa: E402
+
+import lottery.callbacks as callbacks  # noqa: E402
+import lottery.imp as imp  # noqa: E402
+from lottery.cli import run_config  # noqa: E402
+from lottery.module import LevelModule  # noqa: E402
+
+point, level, step, overrides = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+current = {"level": -1}
+
+
+def die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+train_level = imp.train_level
+
+
+def tracked_train_level(setup, lvl, mask, tracker):
+    current["level"] = lvl
+    return train_level(setup, lvl, mask, tracker)
+
+
+imp.train_level = tracked_train_level
+
+if point == "step":
+    optimizer_step = LevelModule.optimizer_step
+
+    def killing_step(self, *args, **kwargs):
+        optimizer_step(self, *args, **kwargs)
+        if current["level"] == level and self.trainer.global_step == step:
+            die()
+
+    LevelModule.optimizer_step = killing_step
+elif point == "checkpoint":
+    save = L.Trainer.save_checkpoint
+
+    def killing_save(self, filepath, *args, **kwargs):
+        save(self, filepath, *args, **kwargs)
+        if current["level"] == level and self.global_step == step and str(filepath).endswith(".tmp"):
+            with open(filepath, "r+b") as f:  # leave a truncated temp file behind, as a kill mid-write would
+                f.truncate(100)
+            die()
+
+    L.Trainer.save_checkpoint = killing_save
+    callbacks.L.Trainer.save_checkpoint = killing_save
+elif point == "level_end":
+    finish_level = imp.finish_level
+
+    def killing_finish(setup, lvl, *args, **kwargs):
+        out = finish_level(setup, lvl, *args, **kwargs)
+        if lvl == level:
+            die()
+        return out
+
+    imp.finish_level = killing_finish
+else:
+    raise SystemExit(f"unknown kill point {point!r}")
+
+run_config(compose_config(overrides))

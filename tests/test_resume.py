@@ -1,0 +1,102 @@
+"""A run killed with SIGKILL at any point and then re-run ends identical to an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny
+
+KILL_SCRIPT = Path(__file__).with_name("kill_run.py")
+# Rewind to step 20 so the resumed levels also exercise a rewind point inside the level.
+EXTRA = ("rewind.step=20it", "optim=sgd", "optim.lr=0.05", "schedule=cosine")
+
+
+def artifacts_of(seed_dir: Path) -> dict:
+    out = {}
+    for level_dir in sorted(seed_dir.glob("level_*")):
+        metrics = json.loads((level_dir / "metrics.json").read_text())
+        metrics.pop("train_seconds")  # wall time is the one thing allowed to differ
+        out[level_dir.name] = {
+            "metrics": metrics,
+            "mask": torch.load(level_dir / "mask.pt", weights_only=True),
+            "weights": torch.load(level_dir / "weights.pt", weights_only=True),
+            "sparsity": json.loads((level_dir / "sparsity.json").read_text()),
+        }
+    return out
+
+
+def assert_identical(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for level in a:
+        assert a[level]["metrics"] == b[level]["metrics"], level
+        assert a[level]["sparsity"] == b[level]["sparsity"], level
+        for kind in ("mask", "weights"):
+            assert a[level][kind].keys() == b[level][kind].keys()
+            for k in a[level][kind]:
+                assert torch.equal(a[level][kind][k], b[level][kind][k]), (level, kind, k)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    from conftest import compose_config
+
+    from lottery.cli import run_config
+    from lottery.imp import experiment_hash
+
+    root = tmp_path_factory.mktemp("uninterrupted")
+    cfg = compose_config(tiny(root, *EXTRA))
+    run_config(cfg)
+    from omegaconf import OmegaConf
+
+    h, _ = experiment_hash(OmegaConf.to_object(cfg))
+    return artifacts_of(root / "default" / h / "seed_0"), h
+
+
+@pytest.mark.parametrize(
+    "point,level,step,resumed_starts",
+    [
+        # (where to kill, then the step each level that still had to run started from on the re-run)
+        ("step", 0, 10, [0, 20, 20]),  # before the rewind point and any resume checkpoint: level 0 starts over
+        ("step", 0, 30, [20, 20, 20]),  # after the rewind capture: level 0 resumes from its step-20 checkpoint
+        ("checkpoint", 1, 40, [20, 20]),  # half-written checkpoint: ignored, level 1 restarts at its rewind step
+        ("step", 2, 59, [40]),  # the last step of the last level: resumes from its step-40 checkpoint
+        ("level_end", 0, 0, [20, 20]),  # between levels: level 0 is done and never retrained
+    ],
+)
+def test_killed_run_resumes_to_identical_results(tmp_path, monkeypatch, uninterrupted, point, level, step,
+                                                 resumed_starts):
+    expected, h = uninterrupted
+    overrides = tiny(tmp_path, *EXTRA)
+    proc = subprocess.run(
+        [sys.executable, str(KILL_SCRIPT), point, str(level), str(step), *overrides],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -9, proc.stderr[-3000:]  # it really was killed
+    seed_dir = tmp_path / "default" / h / "seed_0"
+    assert not (seed_dir / f"level_{max(level, 0) + 1}" / "metrics.json").exists() or point == "level_end"
+
+    from conftest import compose_config
+
+    from lottery.cli import run_config
+    from lottery.module import LevelModule
+
+    starts = []
+    on_train_start = LevelModule.on_train_start
+
+    def record_start(self):
+        starts.append(self.trainer.global_step)
+        on_train_start(self)
+
+    monkeypatch.setattr(LevelModule, "on_train_start", record_start)
+    run_config(compose_config(overrides))  # the same command again
+    assert starts == resumed_starts
+    assert_identical(artifacts_of(seed_dir), expected)
+    assert not list(seed_dir.rglob("*.tmp")), "temporary files left behind"
+    assert not list(seed_dir.rglob("last.ckpt")), "resume checkpoints of finished levels are cleaned up"
