@@ -183,7 +183,7 @@ def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dic
         elif cfg.rewind.mode == "lr":
             ckpt_path, start_weights = paths.rewind, previous
         else:  # finetune: the trained weights, the final LR, a fresh optimizer, steps counted from 0
-            network.load_state_dict(previous)
+            network.load_state_dict(M.masked_state_dict(previous, mask))
             final = lr_lambda(setup.total_steps)
             lr_lambda = lambda step: final  # noqa: E731
     resuming = lp.last_checkpoint.exists()

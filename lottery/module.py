@@ -111,8 +111,6 @@ class LevelModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._clock = time.perf_counter()
-        # Make the starting weights honour the mask even when no checkpoint was loaded (fine-tuning).
-        self.enforce_mask()
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         step = self.global_step
