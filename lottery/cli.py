@@ -1,6 +1,6 @@
 """The `lottery` command: a Hydra app that runs (or resumes) one IMP experiment per job.
 
-    lottery                                     # the default: MLP on MNIST-1D, 5 levels of 20% global pruning
+    lottery                                     # the default: MLP on MNIST-1D, 10 levels of 20% global pruning
     lottery -m seed=0,1,2 pruning.fraction=0.2,0.3 model.width=0.5,1,2    # a multirun sweep
     lottery experiment=lth_lenet_mnist          # a preset from conf/experiment/
 
@@ -24,7 +24,6 @@ register()
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-
 def _user_errors() -> tuple[type[BaseException], ...]:
     from lottery.core.artifacts import ArtifactError
     from lottery.core.duration import DurationError
@@ -34,8 +33,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from lottery.data import DatasetNotFoundError
     from lottery.validate import ConfigError
 
-    return (ArtifactError, ConfigError, DurationError, ScheduleError, MaskMismatchError, PruningConfigError,
-            DatasetNotFoundError)
+    return (
+        ArtifactError,
+        ConfigError,
+        DurationError,
+        ScheduleError,
+        MaskMismatchError,
+        PruningConfigError,
+        DatasetNotFoundError,
+    )
 
 
 def run_config(cfg: DictConfig) -> list[dict[str, Any]]:

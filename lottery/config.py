@@ -138,7 +138,7 @@ class LotteryConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=NO_HASH)
     name: str = field(default="default", metadata=NO_HASH)  # experiment name: outputs/<name>/<hash>/
     seed: int = field(default=0, metadata=NO_HASH)  # seeds share a hash so they compare: seed_<s>/ below it
-    levels: int = field(default=5, metadata=NO_HASH)  # pruning rounds after the dense level 0; more levels extend
+    levels: int = field(default=10, metadata=NO_HASH)  # pruning rounds after the dense level 0; more extend a run
     root: str = field(default="outputs", metadata=NO_HASH)  # output root
 
 

@@ -45,6 +45,7 @@ from lottery.validate import check_steps, validate
 warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*is a non-default precision.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")  # Lightning vs torch
 # Lightning's per-fit banners (GPU available, restoring states...) repeat every level; the driver says what matters.
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
@@ -92,14 +93,17 @@ def without_name(node: dict[str, Any]) -> dict[str, Any]:
 def build_network(model_cfg: dict[str, Any], datamodule: TensorDataModule, seed: int | None = None) -> torch.nn.Module:
     if seed is not None:
         torch.manual_seed(seed)  # theta_0 is a function of the seed: replicates are reproducible
-    return instantiate(without_name(model_cfg), input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, _convert_="all")
+    return instantiate(
+        without_name(model_cfg), input_shape=datamodule.input_shape, num_classes=datamodule.num_classes, _convert_="all"
+    )
 
 
 def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
     """Validate, load data, build the pruning plan and claim the output folder; no training yet."""
     validate(cfg)
-    splits = datasets.load(cfg.data.name, root=cfg.data.root, download=cfg.data.download,
-                           num_samples=cfg.data.num_samples)
+    splits = datasets.load(
+        cfg.data.name, root=cfg.data.root, download=cfg.data.download, num_samples=cfg.data.num_samples
+    )
     datamodule = TensorDataModule(
         splits, cfg.data.val_size, cfg.data.split_seed, cfg.train.batch_size, cfg.seed, total_steps=0
     )

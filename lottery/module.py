@@ -1,7 +1,7 @@
 """The LightningModule of one IMP level: trains a masked network and keeps pruned weights exactly zero.
 
 The network comes in as an argument (not through save_hyperparameters: the resolved config saved beside every
-result is what rebuilds it). The mask is enforced by one in-place multiply per pruned tensor after every optimizer
+result is what rebuilds it). The mask is enforced by one in-place masked fill per pruned tensor after every optimizer
 step, so the weights themselves hold exact zeros whatever the optimizer (momentum, Adam moments and weight decay
 would otherwise revive them); fully dense tensors cost nothing.
 
@@ -50,7 +50,7 @@ class LevelModule(L.LightningModule):
         self.mask = {k: v.clone() for k, v in mask.items()}
         # Only tensors with pruned entries are multiplied after each step (see module docstring).
         self._sparse = [name for name, m in self.mask.items() if not bool(m.all())]
-        self._device_masks: dict[str, torch.Tensor] = {}
+        self._pruned: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.val_data = val_data
         self.num_classes = num_classes
         self.total_steps = total_steps
@@ -87,15 +87,12 @@ class LevelModule(L.LightningModule):
 
     @torch.no_grad()
     def enforce_mask(self) -> None:
-        params = self._params if hasattr(self, "_params") else None
-        if params is None:
+        if self._pruned is None or any(p.device != dead.device for p, dead in self._pruned):
+            # Built once per device: (parameter, bool tensor of its pruned entries), only for layers with any.
             weights = M.prunable_weights(self.network)
-            self._params = params = [(weights[n], n) for n in self._sparse]
-        for p, name in params:
-            m = self._device_masks.get(name)
-            if m is None or m.device != p.device or m.dtype != p.dtype:
-                m = self._device_masks[name] = self.mask[name].to(device=p.device, dtype=p.dtype)
-            p.mul_(m)
+            self._pruned = [(weights[n], ~self.mask[n].to(weights[n].device)) for n in self._sparse]
+        for p, dead in self._pruned:
+            p.masked_fill_(dead, 0)
 
     # ---- evaluation at fixed steps
     @torch.no_grad()

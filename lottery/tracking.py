@@ -80,4 +80,3 @@ class Tracker:
             except Exception as err:
                 warnings.warn(f"W&B finish failed ({err}); local results are unaffected", stacklevel=2)
             self.run = None
-

@@ -165,10 +165,6 @@ def test_missing_json(tmp_path):
         read_json(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="read_json catches only OSError/JSONDecodeError: a file that is not UTF-8 raises UnicodeDecodeError",
-)
 def test_non_utf8_json_is_an_artifact_error(tmp_path):
     path = tmp_path / "summary.json"
     path.write_bytes(b"\x80\xff{garbage")
@@ -176,11 +172,6 @@ def test_non_utf8_json_is_an_artifact_error(tmp_path):
         read_json(path)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_atomic writes through tempfile.mkstemp, whose 0600 mode survives os.replace: artifacts are owner-only "
-    "instead of following the umask like a plain open() (a shared results folder becomes unreadable to the group)",
-)
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 def test_written_files_follow_the_umask_like_plain_files(tmp_path):
     plain = tmp_path / "plain.txt"

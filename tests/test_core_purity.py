@@ -56,7 +56,8 @@ def _imported_roots(source: str) -> set[str]:
 def test_scanner_sees_imports():
     source = (
         "import os\nimport lightning.pytorch as pl\nfrom hydra.utils import instantiate\n"
-        "def f():\n    import wandb\n    importlib.import_module('omegaconf.dictconfig')\n    __import__('pytorch_lightning')\n"
+        "def f():\n    import wandb\n    importlib.import_module('omegaconf.dictconfig')\n"
+        "    __import__('pytorch_lightning')\n"
         "from . import masks\n"
     )
     assert _imported_roots(source) == {"os", "lightning", "hydra", "wandb", "omegaconf", "pytorch_lightning"}

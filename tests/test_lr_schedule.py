@@ -51,7 +51,9 @@ def test_step_without_milestones_is_constant():
     assert [f(s) for s in (0, 15, 30)] == [1.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize(("step", "expected"), [(0, 1.0), (25, 0.5 + 0.5 * 0.5**0.5), (50, 0.5), (100, 0.0), (150, 0.0)])
+@pytest.mark.parametrize(
+    ("step", "expected"), [(0, 1.0), (25, 0.5 + 0.5 * 0.5**0.5), (50, 0.5), (100, 0.0), (150, 0.0)]
+)
 def test_cosine(step, expected):
     f = lr_multiplier("cosine", total_steps=100)
     assert f(step) == pytest.approx(expected, rel=1e-12, abs=1e-15)

@@ -95,7 +95,7 @@ def test_lth_layerwise_schedule_lenet(lenet_weights):
     names = list(lenet_weights)
     plan = PruningPlan.build(names, scope="layerwise", fraction=0.2, overrides={"fc3": 0.1})
     assert plan.rates == {"fc1.weight": 0.2, "fc2.weight": 0.2, "fc3.weight": 0.1}
-    published = {3: 51.3, 7: 21.1, 9: 13.5, 12: 7.0, 15: 3.6, 18: 1.9}  # Frankle & Carbin 2019, Figure 3
+    published = {3: 51.3, 7: 21.1, 9: 13.5, 12: 7.0, 15: 3.6, 18: 1.9}  # % remaining reported by Frankle & Carbin 2019
     gen = torch.Generator().manual_seed(2)
     mask = dense_mask(lenet_weights)
     seen = {}
@@ -143,6 +143,15 @@ def test_pruned_weights_never_come_back():
     assert is_subset(new, mask)
 
 
+def test_a_surviving_zero_weight_beats_a_pruned_weight():
+    # Survivors that are exactly zero still rank above pruned positions, even when the pruned ones come first.
+    mask = {"w.weight": torch.tensor([False, True, True, True])}
+    w = {"w.weight": torch.tensor([5.0, 0.0, 0.0, 1.0])}
+    plan = PruningPlan.build(["w.weight"], scope="layerwise", fraction=0.5)
+    new = prune(w, mask, plan, 1)  # keep 2 of 4
+    assert torch.equal(new["w.weight"], torch.tensor([False, True, False, True]))
+
+
 def test_pruned_weights_never_come_back_globally():
     mask = {"a.weight": torch.tensor([True, False, True]), "b.weight": torch.tensor([False, True, True, True, True])}
     weights = {"a.weight": torch.tensor([1.0, 50.0, 2.0]), "b.weight": torch.tensor([60.0, 3.0, 4.0, 5.0, 6.0])}
@@ -160,6 +169,35 @@ def test_ties_keep_the_earliest_positions():
     expected = torch.tensor([[True] * 5, [True, True, False, False, False]])
     assert torch.equal(first["w.weight"], expected)
     assert torch.equal(second["w.weight"], expected)
+
+
+def test_ties_keep_the_earliest_positions_in_a_large_layer():
+    # Large enough that an unstable sort would reorder equal scores.
+    w = {"w.weight": torch.full((20, 50), -0.7)}
+    plan = PruningPlan.build(["w.weight"], scope="layerwise", fraction=0.5)
+    masks = [prune(w, dense_mask(w), plan, 1)["w.weight"] for _ in range(2)]
+    expected = torch.zeros(20, 50, dtype=torch.bool)
+    expected[:10] = True
+    assert torch.equal(masks[0], expected)
+    assert torch.equal(masks[1], expected)
+
+
+def test_ties_among_mixed_magnitudes_keep_the_earliest_positions():
+    # 1000 weights taking only the values 0, 1 and 2 (by magnitude): the cut falls inside the run of 1s.
+    gen = torch.Generator().manual_seed(4)
+    values = torch.randint(0, 3, (1000,), generator=gen).float() * torch.where(
+        torch.rand(1000, generator=gen) < 0.5, -1, 1
+    )
+    w = {"w.weight": values}
+    plan = PruningPlan.build(["w.weight"], scope="global", fraction=0.5)
+    kept = prune(w, dense_mask(w), plan, 1)["w.weight"]
+    twos = values.abs() == 2
+    ones = values.abs() == 1
+    need = 500 - int(twos.sum())
+    assert 0 < need < int(ones.sum())
+    expected = twos.clone()
+    expected[ones.nonzero().flatten()[:need]] = True
+    assert torch.equal(kept, expected)
 
 
 def test_ties_keep_the_earliest_positions_globally_and_by_magnitude():

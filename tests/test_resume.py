@@ -68,8 +68,9 @@ def uninterrupted(tmp_path_factory):
         ("level_end", 0, 0, [20, 20]),  # between levels: level 0 is done and never retrained
     ],
 )
-def test_killed_run_resumes_to_identical_results(tmp_path, monkeypatch, uninterrupted, point, level, step,
-                                                 resumed_starts):
+def test_killed_run_resumes_to_identical_results(
+    tmp_path, monkeypatch, uninterrupted, point, level, step, resumed_starts
+):
     expected, h = uninterrupted
     overrides = tiny(tmp_path, *EXTRA)
     proc = subprocess.run(

@@ -26,6 +26,10 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp creates files as 0600; give artifacts the permissions of a plain write so shared folders stay readable.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         write(Path(tmp))
         os.replace(tmp, path)
@@ -65,5 +69,5 @@ def read_json(path: Path, what: str = "artifact") -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, ValueError) as err:  # ValueError covers bad JSON and bytes that are not UTF-8
         raise ArtifactError(f"cannot read {what} {path}: {err}. Move it aside and re-run to regenerate it.") from err

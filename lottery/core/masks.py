@@ -53,7 +53,9 @@ def density(mask: Mapping[str, torch.Tensor]) -> float:
     return remaining(mask) / max(total(mask), 1)
 
 
-def check_compatible(mask: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor], source: str = "mask") -> None:
+def check_compatible(
+    mask: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor], source: str = "mask"
+) -> None:
     """Raise MaskMismatchError naming the offending layers when `mask` does not fit `weights`."""
     unknown = sorted(set(mask) - set(weights))
     if unknown:
@@ -77,12 +79,15 @@ def is_subset(inner: Mapping[str, torch.Tensor], outer: Mapping[str, torch.Tenso
 
 @torch.no_grad()
 def apply_(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> None:
-    """Zero the masked entries in place: one multiply per tensor, skipped for layers the mask keeps whole."""
+    """Zero the masked entries in place: one masked fill per tensor, skipped for layers the mask keeps whole.
+
+    A fill rather than a multiply, so a pruned entry is exactly zero even if it held inf or nan.
+    """
     for name, m in mask.items():
         if bool(m.all()):
             continue
         w = weights[name]
-        w.mul_(m.to(device=w.device, dtype=w.dtype))
+        w.masked_fill_(~m.to(w.device), 0)
 
 
 def masked_state_dict(state: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], prefix: str = "") -> dict:
@@ -93,7 +98,7 @@ def masked_state_dict(state: Mapping[str, torch.Tensor], mask: Mapping[str, torc
         if key not in out:
             raise MaskMismatchError(f"mask layer {name!r} has no entry {key!r} in the state dict")
         w = out[key]
-        out[key] = w * m.to(device=w.device, dtype=w.dtype)
+        out[key] = w.masked_fill(~m.to(w.device), 0)
     return out
 
 

@@ -122,9 +122,7 @@ def _keep_top(scores: torch.Tensor, keep: int, alive: int, name: str) -> torch.T
     return kept
 
 
-def prune(
-    weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], plan: PruningPlan, level: int
-) -> Mask:
+def prune(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], plan: PruningPlan, level: int) -> Mask:
     """The level-`level` mask: the largest-magnitude survivors of `mask`, at the plan's target density.
 
     Only the plan's layers carry a mask; ignored layers have no entry and stay dense.

@@ -1,0 +1,54 @@
+"""The `lottery` console script: a clear one-line error for bad input, and Hydra multirun sweeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import tiny
+
+LOTTERY = shutil.which("lottery") or str(Path(sys.executable).with_name("lottery"))
+
+
+def lottery(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run([LOTTERY, *args], cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+
+
+def test_bad_value_exits_2_with_one_clear_line(tmp_path):
+    proc = lottery(*tiny(tmp_path, "pruning.fraction=1.5"), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "lottery: error: pruning.fraction=1.5 is not a fraction in (0, 1)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_multirun_over_seeds_and_fractions_lands_in_shared_hashes(tmp_path):
+    proc = lottery("-m", *tiny(tmp_path, "levels=1", "seed=0,1", "pruning.fraction=0.2,0.5"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    experiments = sorted((tmp_path / "default").iterdir())
+    assert len(experiments) == 2  # one hash per fraction, shared by both seeds
+    for experiment in experiments:
+        fraction = json.loads((experiment / "hash.json").read_text()).get("pruning.fraction", 0.2)
+        assert sorted(p.name for p in experiment.glob("seed_*")) == ["seed_0", "seed_1"]
+        for seed_dir in experiment.glob("seed_*"):
+            metrics = json.loads((seed_dir / "level_1" / "metrics.json").read_text())
+            assert metrics["target_density"] == 1 - fraction
+    assert "level" in proc.stdout and "density" in proc.stdout  # the ticket table
+
+
+def test_wandb_offline_run_lives_under_the_seed_folder_with_a_derived_id(tmp_path):
+    proc = lottery(*tiny(tmp_path, "logger=wandb", "levels=1"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (seed_dir,) = list((tmp_path / "default").glob("*/seed_0"))
+    runs = list((seed_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    from lottery.layout import RunPaths
+    from lottery.tracking import run_id
+
+    expected = run_id(RunPaths(root=tmp_path, name="default", hash=seed_dir.parent.name, seed=0))
+    assert runs[0].name.endswith(expected)
+    assert list(runs[0].glob("*.wandb")), "the offline run recorded its history"
