@@ -28,7 +28,7 @@ class Duration:
             return text
         if not isinstance(text, str):
             raise DurationError(
-                f"duration {text!r} is a {type(text).__name__}; write it as a string such as '500it', '2ep' or '1ep50it'"
+                f"duration {text!r} is a {type(text).__name__}; write a string such as '500it', '2ep' or '1ep50it'"
             )
         cleaned = text.strip().lower()
         match = _PATTERN.match(cleaned)
