@@ -1,0 +1,27 @@
+"""Datasets, all available offline: MNIST-1D (generated), sklearn digits (shipped), MNIST/Fashion-MNIST (IDX files)."""
+
+from __future__ import annotations
+
+from lottery.data.splits import DatasetNotFoundError, Splits
+
+DATASETS = ("mnist1d", "digits", "mnist", "fashion_mnist")
+
+
+def load(name: str, root: str = "data", download: bool = False, num_samples: int = 5000) -> Splits:
+    """Load a dataset by its config name (the stable name that the experiment hash keys on)."""
+    if name == "mnist1d":
+        from lottery.data.mnist1d import load_mnist1d
+
+        return load_mnist1d(num_samples=num_samples)
+    if name == "digits":
+        from lottery.data.digits import load_digits
+
+        return load_digits()
+    if name in ("mnist", "fashion_mnist"):
+        from lottery.data.idx import load_idx_dataset
+
+        return load_idx_dataset(root, name, download=download)
+    raise ValueError(f"data.name={name!r} is not one of {DATASETS}")
+
+
+__all__ = ["DATASETS", "DatasetNotFoundError", "Splits", "load"]

@@ -1,0 +1,68 @@
+"""Training batches as a pure function of the optimizer step: the data order of a run is (seed, step) -> batch.
+
+This is what makes rewinding and resuming exact: restoring the step restores the data order, with no iterator state
+to save. Epoch e is a fresh permutation drawn from a generator seeded with (seed, e); step t takes batch t mod S of
+epoch t div S, S = steps per epoch (the last partial batch of each epoch is dropped so every step sees `batch_size`
+examples). The tensors stay where they are (CPU, or the GPU for the fast path): no DataLoader workers, no collation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    # SeedSequence mixes (seed, epoch) so neighbouring seeds never share an epoch's order.
+    state = int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(state))
+
+
+class StepBatches:
+    """An iterable over the batches of steps [start_step(), total_steps).
+
+    `start_step` is read when iteration begins, after Lightning has restored a checkpoint's global step, so the same
+    object serves a fresh level, a rewound level (starting at k) and a resumed one. `len` is the full level length,
+    which is what Lightning's progress tracking counts against.
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        total_steps: int,
+        start_step: Callable[[], int] = lambda: 0,
+    ) -> None:
+        if batch_size > len(x):
+            raise ValueError(
+                f"train.batch_size={batch_size} exceeds the {len(x)} training examples; lower it or use more data"
+            )
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.seed = seed
+        self.total_steps = total_steps
+        self.start_step = start_step
+        self.steps_per_epoch = len(x) // batch_size
+
+    def __len__(self) -> int:
+        return self.total_steps
+
+    def indices(self, step: int, _cache: dict | None = None) -> torch.Tensor:
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if _cache is not None and _cache.get("epoch") == epoch:
+            perm = _cache["perm"]
+        else:
+            perm = epoch_permutation(len(self.x), self.seed, epoch).to(self.x.device)
+            if _cache is not None:
+                _cache.update(epoch=epoch, perm=perm)
+        return perm[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        cache: dict = {}
+        for step in range(self.start_step(), self.total_steps):
+            idx = self.indices(step, cache)
+            yield self.x[idx], self.y[idx]
