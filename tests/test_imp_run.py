@@ -202,3 +202,34 @@ def test_seeds_share_a_hash_and_differ_in_init(run_tiny, tmp_path):
     w0 = torch.load(seed0 / "level_0" / "weights.pt", weights_only=True)
     w1 = torch.load(seed1 / "level_0" / "weights.pt", weights_only=True)
     assert not torch.equal(w0["fc1.weight"], w1["fc1.weight"])
+
+
+@pytest.mark.parametrize(
+    "model,data",
+    [("conv2", "digits"), ("conv4", "mnist1d"), ("conv6", "digits"), ("lenet_300_100", "digits")],
+)
+def test_every_model_runs_a_level_of_imp(run_tiny, model, data):
+    rows, seed_dir = run_tiny(f"model={model}", f"data={data}", "data.val_size=100", "model.width=0.25", "levels=1")
+    mask = torch.load(seed_dir / "level_1" / "mask.pt", weights_only=True)
+    total = sum(m.numel() for m in mask.values())
+    assert sum(int(m.sum()) for m in mask.values()) == keep_count(total, 0.8)
+    assert rows[1]["density"] == pytest.approx(0.8, abs=1 / total)
+
+
+def test_mnist_from_idx_files_in_a_local_folder(run_tiny, tmp_path):
+    """The IDX reader end to end, on tiny files the test writes (no download)."""
+    from lottery.data.idx import write_idx
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    gen = torch.Generator().manual_seed(0)
+    for prefix, n in (("train", 300), ("t10k", 50)):
+        write_idx(
+            folder / f"{prefix}-images-idx3-ubyte.gz",
+            torch.randint(0, 256, (n, 28, 28), generator=gen, dtype=torch.uint8),
+        )
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", torch.randint(0, 10, (n,), generator=gen, dtype=torch.uint8))
+    rows, seed_dir = run_tiny(
+        "data=mnist", f"data.root={folder}", "data.val_size=50", "model=lenet_300_100", "levels=1"
+    )
+    assert len(rows) == 2 and (seed_dir / "level_1" / "metrics.json").exists()
