@@ -86,9 +86,13 @@ class ScheduleConfig:
 class PruningConfig:
     strategy: str = "magnitude"
     scope: str = "global"  # global: one ranking over all prunable weights | layerwise: each layer on its own
-    fraction: float = 0.2  # share of the *remaining* weights pruned per level, in (0, 1)
-    overrides: dict[str, float] = field(default_factory=dict)  # layerwise rates by layer pattern, e.g. {fc3: 0.1}
+    schedule: str = "fraction"  # fraction | densities | geometric | oneshot (see lottery/core/schedule.py)
+    fraction: float = 0.2  # fraction schedule: share of the *remaining* weights pruned per level, in (0, 1)
+    overrides: dict[str, float] = field(default_factory=dict)  # fraction schedule, layerwise: {fc3: 0.1, "conv*": 0.15}
     ignore: list[str] = field(default_factory=list)  # layer patterns never pruned, e.g. [fc3]
+    densities: list[float] = field(default_factory=list)  # densities schedule: target density of levels 1, 2, ...
+    target_density: float | None = None  # geometric / oneshot: the density to reach (0.01 keeps 1% of the weights)
+    over_levels: int | None = None  # geometric: the number of levels in which to reach target_density
 
 
 # ---- rewinding
@@ -138,7 +142,9 @@ class LotteryConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=NO_HASH)
     name: str = field(default="default", metadata=NO_HASH)  # experiment name: outputs/<name>/<hash>/
     seed: int = field(default=0, metadata=NO_HASH)  # seeds share a hash so they compare: seed_<s>/ below it
-    levels: int = field(default=10, metadata=NO_HASH)  # pruning rounds after the dense level 0; more extend a run
+    # Pruning rounds after the dense level 0. null: the schedule's own count (10 for a fraction schedule). Not hashed:
+    # more levels extend a run, fewer run a prefix of it.
+    levels: int | None = field(default=None, metadata=NO_HASH)
     root: str = field(default="outputs", metadata=NO_HASH)  # output root
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +38,9 @@ from lottery.core.pruning import PruningPlan, prune
 from lottery.data.datamodule import TensorDataModule
 from lottery.layout import LevelPaths, RunPaths
 from lottery.module import LevelModule
+from lottery.reuse import reuse_level
 from lottery.tracking import Tracker
-from lottery.validate import check_steps, validate
+from lottery.validate import check_steps, sparsity_schedule, validate
 
 # Each level's Trainer starts mid-"epoch" when it resumes at step k; our batches are a function of the step (see
 # lottery/data/batches.py), so Lightning's warning about non-resumable dataloaders does not apply.
@@ -68,7 +70,24 @@ class Setup:
     eval_every: int
     checkpoint_every: int
     plan: PruningPlan
+    levels: int  # pruning levels after level 0, resolved from `levels` and the schedule
     paths: RunPaths
+    base_inputs: dict[str, Any]  # hashed settings other than the sparsity schedule
+    shapes: dict[str, tuple[int, ...]]  # shape of each pruned weight
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {n: math.prod(shape) for n, shape in self.shapes.items()}
+
+    def level_key(self, level: int) -> str:
+        """What a level's results depend on: level 0 on the base settings only; level L also on the exact number of
+        weights kept at levels 1..L. Schedules that agree on their first levels share them (see lottery/reuse.py)."""
+        if level == 0:
+            return digest({"base": self.base_inputs})
+        counts = [self.plan.keep_counts(self.sizes, lvl) for lvl in range(1, level + 1)]
+        return digest(
+            {"base": self.base_inputs, "scope": self.plan.scope, "layers": self.plan.layers, "counts": counts}
+        )
 
     def network(self, seed: int | None = None) -> torch.nn.Module:
         return build_network(self.model_cfg, self.datamodule, seed)
@@ -113,8 +132,10 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
     datamodule.total_steps = total
     h, inputs = experiment_hash(cfg)
     p = cfg.pruning
-    weight_names = list(M.prunable_weights(build_network(model_cfg, datamodule)))
-    plan = PruningPlan.build(weight_names, p.scope, p.fraction, p.overrides, p.ignore)
+    weights = M.prunable_weights(build_network(model_cfg, datamodule))
+    weight_names = list(weights)
+    schedule = sparsity_schedule(cfg)
+    plan = PruningPlan.build(weight_names, p.scope, p.fraction, p.overrides, p.ignore, schedule=schedule)
     setup = Setup(
         cfg=cfg,
         model_cfg=model_cfg,
@@ -125,7 +146,10 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
         eval_every=steps(cfg.train.eval_every, spe),
         checkpoint_every=steps(cfg.train.checkpoint_every, spe),
         plan=plan,
+        levels=schedule.resolve_levels(cfg.levels),
         paths=RunPaths(root=cfg.root, name=cfg.name, hash=h, seed=cfg.seed),
+        base_inputs={k: v for k, v in inputs.items() if not k.startswith("pruning.")} | {"strategy": p.strategy},
+        shapes={n: tuple(weights[n].shape) for n in plan.layers},
     )
     claim(setup.paths, inputs)
     return setup
@@ -148,28 +172,21 @@ def level_mask(setup: Setup, level: int) -> M.Mask:
     lp = setup.paths.level(level)
     if lp.mask.exists():
         mask = artifacts.load_torch(lp.mask, "mask")
-        if not isinstance(mask, dict) or set(mask) != set(setup.plan.rates):
+        if not isinstance(mask, dict) or set(mask) != set(setup.plan.layers):
             raise artifacts.ArtifactError(
                 f"{lp.mask} covers layers {sorted(mask) if isinstance(mask, dict) else type(mask).__name__}, but "
-                f"this configuration prunes {sorted(setup.plan.rates)}. Move the level folder aside and re-run."
+                f"this configuration prunes {sorted(setup.plan.layers)}. Move the level folder aside and re-run."
             )
         M.check_compatible(mask, M.prunable_weights(setup.network()), source=str(lp.mask))
         return mask
     if level == 0:
-        weights = M.prunable_weights(setup.network())
-        mask = M.dense_mask({n: weights[n] for n in setup.plan.rates})
+        mask = {n: torch.ones(shape, dtype=torch.bool) for n, shape in setup.shapes.items()}
     else:
         prev = setup.paths.level(level - 1)
         trained = artifacts.load_torch(prev.weights, "trained weights")
         mask = prune(trained, artifacts.load_torch(prev.mask, "mask"), setup.plan, level)
     artifacts.save_torch(mask, lp.mask)
     return mask
-
-
-def target_density(plan: PruningPlan, mask: M.Mask, level: int) -> float:
-    if plan.scope == "global":
-        return plan.global_density(level)
-    return sum(m.numel() * plan.layer_density(n, level) for n, m in mask.items()) / M.total(mask)
 
 
 def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dict[str, Any]:
@@ -209,7 +226,7 @@ def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dic
     if level == 0:
         callbacks.append(RewindCapture(paths.rewind, setup.rewind_step))
     if cfg.trainer.progress_bar:
-        callbacks.append(LevelProgressBar(level, cfg.levels, M.density(mask)))
+        callbacks.append(LevelProgressBar(level, setup.levels, M.density(mask)))
     lp.last_checkpoint.parent.mkdir(parents=True, exist_ok=True)
     trainer = L.Trainer(
         max_steps=setup.total_steps,
@@ -237,12 +254,13 @@ def finish_level(setup: Setup, level: int, lp: LevelPaths, module: LevelModule, 
     for name, m in mask.items():  # internal invariant: the mask held through every step
         assert not bool(weights[name][~m].any()), f"pruned weights of {name} are not zero"
     test_acc, test_loss = module.evaluate(setup.datamodule.x_test, setup.datamodule.y_test)
-    density = M.density(mask)
+    sparsity = setup.plan.report(mask, level)
     metrics = {
         "level": level,
-        "density": density,
-        "target_density": target_density(setup.plan, mask, level),
-        "remaining_weights": M.remaining(mask),
+        "level_key": setup.level_key(level),
+        "density": sparsity["density"],
+        "target_density": sparsity["target_density"],
+        "remaining_weights": sparsity["remaining"],
         "test_acc": test_acc,
         "test_loss": test_loss,
         "best_val_acc": module.best_val_acc,
@@ -250,13 +268,6 @@ def finish_level(setup: Setup, level: int, lp: LevelPaths, module: LevelModule, 
         "final_val_acc": module.last_val_acc,
         "steps": setup.total_steps,
         "train_seconds": round(module.train_seconds, 3),
-    }
-    sparsity = {
-        "total": M.total(mask),
-        "remaining": M.remaining(mask),
-        "density": density,
-        "layers": M.per_layer_counts(mask),
-        "dense_layers": list(setup.plan.ignored),
     }
     artifacts.save_torch(weights, lp.weights)
     artifacts.write_json(sparsity, lp.sparsity)
@@ -286,10 +297,15 @@ def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[s
     tracker = Tracker(setup.cfg, paths, resolved)
     rows: list[dict[str, Any]] = []
     try:
-        for level in range(setup.cfg.levels + 1):
+        for level in range(setup.levels + 1):
             lp = paths.level(level)
             if lp.done:
                 rows.append(artifacts.read_json(lp.metrics, "level metrics"))
+                continue
+            reused = reuse_level(setup, level)
+            if reused is not None:
+                rows.append(reused)
+                tracker.log_level(reused)
                 continue
             mask = level_mask(setup, level)
             if level > 0 and not paths.rewind.exists() and setup.cfg.rewind.mode in ("weights", "lr"):

@@ -10,6 +10,7 @@ from lottery.config import LotteryConfig
 from lottery.core.duration import Duration
 from lottery.core.lr_schedule import KINDS as SCHEDULES
 from lottery.core.pruning import SCOPES, check_fraction
+from lottery.core.schedule import SparsitySchedule
 from lottery.data import DATASETS
 
 REWIND_MODES = ("weights", "lr", "finetune")
@@ -26,8 +27,13 @@ def _one_of(key: str, value: object, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}={value!r} is not one of {allowed}")
 
 
+def sparsity_schedule(cfg: LotteryConfig) -> SparsitySchedule:
+    p = cfg.pruning
+    return SparsitySchedule.build(p.schedule, p.fraction, p.densities, p.target_density, p.over_levels)
+
+
 def validate(cfg: LotteryConfig) -> None:
-    if cfg.levels < 0:
+    if cfg.levels is not None and cfg.levels < 0:
         raise ConfigError(f"levels={cfg.levels} must be >= 0 (0 trains the dense network only)")
     if cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed} must be >= 0")
@@ -43,7 +49,10 @@ def validate(cfg: LotteryConfig) -> None:
     _one_of("data.name", cfg.data.name, DATASETS)
     _one_of("pruning.scope", cfg.pruning.scope, SCOPES)
     _one_of("pruning.strategy", cfg.pruning.strategy, ("magnitude",))
-    check_fraction(cfg.pruning.fraction, "pruning.fraction")
+    schedule = sparsity_schedule(cfg)
+    schedule.resolve_levels(cfg.levels)
+    if schedule.kind == "fraction":
+        check_fraction(cfg.pruning.fraction, "pruning.fraction")
     for pattern, rate in cfg.pruning.overrides.items():
         check_fraction(rate, f"pruning.overrides[{pattern!r}]")
     _one_of("rewind.mode", cfg.rewind.mode, REWIND_MODES)

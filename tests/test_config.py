@@ -127,9 +127,13 @@ def test_schema_defaults_are_pinned():
     assert defaults["PruningConfig"] == {
         "strategy": "magnitude",
         "scope": "global",
+        "schedule": "fraction",
         "fraction": 0.2,
         "overrides": {},
         "ignore": [],
+        "densities": [],
+        "target_density": None,
+        "over_levels": None,
     }
     assert defaults["RewindConfig"] == {"mode": "weights", "step": "0it"}
     assert defaults["TrainConfig"] == {

@@ -177,7 +177,7 @@ def test_masked_weights_stay_exactly_zero_after_every_step(run_tiny, monkeypatch
 
 
 def test_layerwise_schedule_with_output_layer_at_half_rate(run_tiny):
-    _, seed_dir = run_tiny("pruning=lth_lenet", "levels=2")
+    _, seed_dir = run_tiny("pruning=lth_layerwise", "levels=2")
     sparsity = json.loads((seed_dir / "level_2" / "sparsity.json").read_text())
     layers = sparsity["layers"]
     assert layers["fc1.weight"]["remaining"] == keep_count(4000, 0.8**2)

@@ -15,13 +15,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lottery.core.masks import Mask, layer_of
+from lottery.core.masks import Mask, density, layer_of, per_layer_counts, remaining, total
+from lottery.core.schedule import PruningConfigError, SparsitySchedule, check_fraction
 
 SCOPES = ("global", "layerwise")
-
-
-class PruningConfigError(ValueError):
-    """A pruning setting that cannot be honoured (bad fraction, unknown layer, contradictory options)."""
+__all__ = ["SCOPES", "PruningConfigError", "PruningPlan", "check_fraction", "keep_count", "prune"]
 
 
 def keep_count(n: int, density: float) -> int:
@@ -29,73 +27,105 @@ def keep_count(n: int, density: float) -> int:
     return int(math.floor(n * density + 0.5))
 
 
-def check_fraction(value: float, what: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 < float(value) < 1.0:
-        raise PruningConfigError(
-            f"{what}={value!r} is not a fraction in (0, 1): it is the share of the *remaining* weights pruned per "
-            "level, e.g. 0.2"
-        )
-    return float(value)
-
-
-def _match(patterns: Sequence[str], layers: Sequence[str], what: str) -> dict[str, list[str]]:
-    """Layers matched by each fnmatch pattern; a pattern that matches nothing is a typo and an error."""
-    matched = {p: [name for name in layers if fnmatch.fnmatchcase(name, p)] for p in patterns}
+def _match(patterns: Sequence[str], weight_names: Sequence[str], what: str) -> dict[str, list[str]]:
+    """Weights matched by each fnmatch pattern, tried on the layer name (`fc3`, `conv*`) and on the parameter name
+    (`fc3.*`); a pattern that matches nothing is a typo and an error."""
+    matched = {
+        p: [n for n in weight_names if fnmatch.fnmatchcase(layer_of(n), p) or fnmatch.fnmatchcase(n, p)]
+        for p in patterns
+    }
     missing = [p for p, hits in matched.items() if not hits]
     if missing:
-        raise PruningConfigError(
-            f"{what} names {missing}, which match no prunable layer; prunable layers are {list(layers)}"
-        )
+        layers = [layer_of(n) for n in weight_names]
+        raise PruningConfigError(f"{what} names {missing}, which match no prunable layer; prunable layers are {layers}")
     return matched
 
 
 @dataclass(frozen=True)
 class PruningPlan:
-    """Which layers are pruned, how hard, and whether they compete globally or each on its own."""
+    """Which layers are pruned, to which density at each level, and whether they compete globally or each alone."""
 
     scope: str
-    rates: dict[str, float]  # parameter name -> fraction of remaining weights pruned per level
-    ignored: tuple[str, ...] = field(default_factory=tuple)  # parameter names left dense
+    rates: dict[str, float | None]  # pruned weight name -> its per-level fraction (None unless a fraction schedule)
+    ignored: tuple[str, ...] = field(default_factory=tuple)  # weight names left dense
+    schedule: SparsitySchedule = field(default_factory=SparsitySchedule)
 
     @classmethod
     def build(
         cls,
         weight_names: Sequence[str],
         scope: str,
-        fraction: float,
+        fraction: float = 0.2,
         overrides: Mapping[str, float] | None = None,
         ignore: Sequence[str] = (),
+        schedule: SparsitySchedule | None = None,
     ) -> PruningPlan:
         if scope not in SCOPES:
             raise PruningConfigError(f"pruning.scope={scope!r} is not one of {SCOPES}")
-        fraction = check_fraction(fraction, "pruning.fraction")
-        layers = [layer_of(n) for n in weight_names]
-        ignored_layers = {name for hits in _match(list(ignore), layers, "pruning.ignore").values() for name in hits}
+        if schedule is None:
+            fraction = check_fraction(fraction, "pruning.fraction")
+            schedule = SparsitySchedule(kind="fraction", fraction=fraction)
+        ignored = {n for hits in _match(list(ignore), weight_names, "pruning.ignore").values() for n in hits}
         overrides = dict(overrides or {})
         if overrides and scope == "global":
             raise PruningConfigError(
                 f"pruning.overrides={overrides} set per-layer rates, which only layerwise pruning can honour; "
                 "use pruning.scope=layerwise, or pruning.ignore to keep layers dense under global pruning"
             )
-        per_layer = {name: fraction for name in layers if name not in ignored_layers}
-        for pattern, hits in _match(list(overrides), layers, "pruning.overrides").items():
+        if overrides and schedule.kind != "fraction":
+            raise PruningConfigError(
+                f"pruning.overrides={overrides} are per-level fractions, read by pruning.schedule=fraction only "
+                f"(got {schedule.kind!r})"
+            )
+        base = schedule.fraction if schedule.kind == "fraction" else None
+        rates: dict[str, float | None] = {n: base for n in weight_names if n not in ignored}
+        for pattern, hits in _match(list(overrides), weight_names, "pruning.overrides").items():
             rate = check_fraction(overrides[pattern], f"pruning.overrides[{pattern!r}]")
             for name in hits:
-                if name in per_layer:
-                    per_layer[name] = rate
-        if not per_layer:
+                if name in rates:
+                    rates[name] = rate
+        if not rates:
+            layers = [layer_of(n) for n in weight_names]
             raise PruningConfigError(f"pruning.ignore={list(ignore)} leaves no layer to prune among {layers}")
-        rates = {n: per_layer[layer_of(n)] for n in weight_names if layer_of(n) in per_layer}
-        ignored = tuple(n for n in weight_names if layer_of(n) in ignored_layers)
-        return cls(scope=scope, rates=rates, ignored=ignored)
+        return cls(scope=scope, rates=rates, ignored=tuple(n for n in weight_names if n in ignored), schedule=schedule)
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The pruned weights, in model order."""
+        return tuple(self.rates)
 
     def layer_density(self, name: str, level: int) -> float:
-        """Target density of a layer at `level` under a fixed per-level rate: (1 - rate) ** level."""
-        return (1.0 - self.rates[name]) ** level
+        """Target density of one layer at `level` (layerwise scope)."""
+        return self.schedule.density(level, rate=self.rates[name])
 
     def global_density(self, level: int) -> float:
-        (rate,) = set(self.rates.values())  # global scope has one rate (overrides are refused in build)
-        return (1.0 - rate) ** level
+        """Target density of all pruned weights together at `level` (global scope has no per-layer rates)."""
+        return self.schedule.density(level)
+
+    def report(self, mask: Mapping[str, torch.Tensor], level: int) -> dict:
+        """Total and per-layer weights of a level's mask, with the target density beside the density reached (they
+        differ by rounding on small layers). Layerwise plans have per-layer targets; global plans a total one."""
+        layers = per_layer_counts(mask)
+        if self.scope == "layerwise":
+            for name in layers:
+                layers[name]["target_density"] = self.layer_density(name, level)
+            target = sum(m.numel() * self.layer_density(n, level) for n, m in mask.items()) / total(mask)
+        else:
+            target = self.global_density(level)
+        return {
+            "total": total(mask),
+            "remaining": remaining(mask),
+            "density": density(mask),
+            "target_density": target,
+            "layers": layers,
+            "dense_layers": list(self.ignored),
+        }
+
+    def keep_counts(self, sizes: Mapping[str, int], level: int) -> dict[str, int]:
+        """Exactly how many weights survive at `level`: per layer (layerwise) or in total under the key "*"."""
+        if self.scope == "global":
+            return {"*": keep_count(sum(sizes[n] for n in self.layers), self.global_density(level))}
+        return {n: keep_count(sizes[n], self.layer_density(n, level)) for n in self.layers}
 
 
 def _stable_order(scores: torch.Tensor) -> torch.Tensor:
@@ -129,14 +159,14 @@ def prune(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor],
     """
     if level < 1:
         raise PruningConfigError(f"pruning happens from level 1 on, got level={level}")
-    scores = magnitude_scores(weights, {n: mask[n] for n in plan.rates})
+    scores = magnitude_scores(weights, {n: mask[n] for n in plan.layers})
+    keep = plan.keep_counts({n: mask[n].numel() for n in plan.layers}, level)
     new: Mask = {}
     if plan.scope == "global":
-        names = list(plan.rates)
+        names = list(plan.layers)
         flat = torch.cat([scores[n] for n in names])
         alive = int(sum(int(mask[n].sum()) for n in names))
-        keep = keep_count(flat.numel(), plan.global_density(level))
-        kept = _keep_top(flat, keep, alive, "global pruning")
+        kept = _keep_top(flat, keep["*"], alive, "global pruning")
         offset = 0
         for n in names:
             size = mask[n].numel()
@@ -144,6 +174,5 @@ def prune(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor],
             offset += size
     else:
         for n, score in scores.items():
-            keep = keep_count(score.numel(), plan.layer_density(n, level))
-            new[n] = _keep_top(score, keep, int(mask[n].sum()), n).view(mask[n].shape)
+            new[n] = _keep_top(score, keep[n], int(mask[n].sum()), n).view(mask[n].shape)
     return new
