@@ -52,3 +52,16 @@ def test_wandb_offline_run_lives_under_the_seed_folder_with_a_derived_id(tmp_pat
     expected = run_id(RunPaths(root=tmp_path, name="default", hash=seed_dir.parent.name, seed=0))
     assert runs[0].name.endswith(expected)
     assert list(runs[0].glob("*.wandb")), "the offline run recorded its history"
+
+
+def test_schedule_by_width_multirun_from_the_command_line(tmp_path):
+    """`lottery -m pruning=A,B model.width=...`: four experiments; levels 0 and 1 (identical under both schedules)
+    are trained once per width and reused by the other schedule (counted from the level records)."""
+    sweep = ("pruning=global_20,target_list", "model.width=0.5,1", "levels=2")
+    proc = lottery("-m", *tiny(tmp_path, *sweep), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    experiments = sorted((tmp_path / "default").iterdir())
+    assert len(experiments) == 4
+    records = [json.loads(p.read_text()) for p in (tmp_path / "default").glob("*/seed_0/level_*/metrics.json")]
+    assert len(records) == 12
+    assert sum("reused_from" in r for r in records) == 4  # levels 0 and 1 of the second schedule, at both widths
