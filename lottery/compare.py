@@ -71,8 +71,8 @@ def collect(root: Path, name: str | None = None) -> list[Experiment]:
         if len({json.dumps(e.settings.get(k)) for e in experiments}) > 1 and not k.startswith("model._target_")
     )
     for e in experiments:
-        # Unset options (None) are implied by the ones that are set, e.g. pruning.schedule=fraction.
-        parts = [f"{k}={e.settings.get(k)}" for k in varying if e.settings.get(k) is not None]
+        # Unset options (None, empty lists) are implied by the ones that are set, e.g. pruning.schedule=fraction.
+        parts = [f"{k}={e.settings.get(k)}" for k in varying if e.settings.get(k) not in (None, "[]", "{}")]
         e.label = ", ".join(parts) or f"{e.path.parent.name}/{e.path.name}"
     return experiments
 
