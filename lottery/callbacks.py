@@ -53,9 +53,9 @@ class ResumeCheckpoint(L.Callback):
 class LevelProgressBar(RichProgressBar):
     """Lightning's rich progress bar, labelled with the IMP level instead of the (single) epoch."""
 
-    def __init__(self, level: int, levels: int, density: float) -> None:
+    def __init__(self, level: int, levels: int, density: float, prefix: str = "") -> None:
         super().__init__(leave=True)
-        self.label = f"level {level}/{levels} · density {density:.2%}"
+        self.label = f"{prefix}level {level}/{levels} · density {density:.2%}"
 
     def _get_train_description(self, current_epoch: int) -> str:
         return self.label

@@ -130,6 +130,12 @@ class LoggerConfig:
 
 
 @dataclass
+class TicketConfig:
+    match_tolerance: float = 0.01  # a level "matches" when its test accuracy is at most this below dense (0.01 = 1 pt)
+    log_masks: bool = False  # also log each level's mask to W&B as an artifact
+
+
+@dataclass
 class LotteryConfig:
     model: Any = MISSING
     data: DataConfig = MISSING
@@ -140,6 +146,9 @@ class LotteryConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata=NO_HASH)
     logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=NO_HASH)
+    ticket: TicketConfig = field(default_factory=TicketConfig, metadata=NO_HASH)
+    # none: the IMP trunk only | random_reinit | random_prune | oneshot: a control beside the trunk's levels
+    branch: str = field(default="none", metadata=NO_HASH)
     name: str = field(default="default", metadata=NO_HASH)  # experiment name: outputs/<name>/<hash>/
     seed: int = field(default=0, metadata=NO_HASH)  # seeds share a hash so they compare: seed_<s>/ below it
     # Pruning rounds after the dense level 0. null: the schedule's own count (10 for a fraction schedule). Not hashed:

@@ -20,6 +20,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -189,24 +190,67 @@ def level_mask(setup: Setup, level: int) -> M.Mask:
     return mask
 
 
+@dataclass
+class Start:
+    """Where a level's training starts. `checkpoint`: a saved training state (the rewind point) whose step, optimizer,
+    LR schedule and data order are restored; `weights`: weights that replace the checkpoint's (or the fresh network's);
+    `constant_lr`: a fixed LR multiplier instead of the schedule (fine-tuning). The mask is applied on top of all."""
+
+    checkpoint: Path | None = None
+    weights: dict[str, torch.Tensor] | None = None
+    constant_lr: float | None = None
+
+
+def trunk_start(setup: Setup, level: int) -> Start:
+    """The IMP trunk: level 0 from theta_0; later levels by the configured rewind mode."""
+    if level == 0:
+        return Start()
+    mode = setup.cfg.rewind.mode
+    if mode == "weights":
+        return Start(checkpoint=setup.paths.rewind)
+    previous = artifacts.load_torch(setup.paths.level(level - 1).weights, "trained weights")
+    if mode == "lr":
+        return Start(checkpoint=setup.paths.rewind, weights=previous)
+    # finetune: the trained weights, the schedule's final LR, a fresh optimizer, steps counted from 0
+    return Start(weights=previous, constant_lr=setup.lr_lambda()(setup.total_steps))
+
+
 def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dict[str, Any]:
-    cfg, paths = setup.cfg, setup.paths
-    lp = paths.level(level)
+    """Train level `level` of the IMP trunk."""
+    if level > 0 and not setup.paths.rewind.exists() and setup.cfg.rewind.mode in ("weights", "lr"):
+        raise artifacts.ArtifactError(
+            f"{setup.paths.rewind} is missing but level {level} must rewind to it; delete "
+            f"{setup.paths.level(0).dir} to retrain level 0 and recreate it"
+        )
+    lp = setup.paths.level(level)
+    module = fit_level(setup, lp, level, mask, trunk_start(setup, level), tracker, capture_rewind=level == 0)
+    return finish_level(setup, level, lp, module, mask, tracker)
+
+
+def fit_level(
+    setup: Setup,
+    lp: LevelPaths,
+    level: int,
+    mask: M.Mask,
+    start: Start,
+    tracker: Tracker,
+    capture_rewind: bool = False,
+) -> LevelModule:
+    """One fresh Trainer.fit of one level (trunk or branch), resuming its own last checkpoint if there is one."""
+    cfg = setup.cfg
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     network = setup.network(seed=cfg.seed)
     M.check_compatible(mask, M.prunable_weights(network), source=str(lp.mask))
     lr_lambda = setup.lr_lambda()
-    ckpt_path, start_weights = None, None
-    if level > 0:
-        previous = artifacts.load_torch(paths.level(level - 1).weights, "trained weights")
-        if cfg.rewind.mode == "weights":
-            ckpt_path = paths.rewind
-        elif cfg.rewind.mode == "lr":
-            ckpt_path, start_weights = paths.rewind, previous
-        else:  # finetune: the trained weights, the final LR, a fresh optimizer, steps counted from 0
-            network.load_state_dict(M.masked_state_dict(previous, mask))
-            final = lr_lambda(setup.total_steps)
-            lr_lambda = lambda step: final  # noqa: E731
+    if start.constant_lr is not None:
+        final = start.constant_lr
+        lr_lambda = lambda step: final  # noqa: E731
+    ckpt_path, start_weights = start.checkpoint, None
+    if start.weights is not None:
+        if ckpt_path is None:
+            network.load_state_dict(M.masked_state_dict(start.weights, mask))
+        else:
+            start_weights = start.weights  # swapped in when the checkpoint loads (LevelModule.on_load_checkpoint)
     resuming = lp.last_checkpoint.exists()
     if resuming:
         ckpt_path, start_weights = lp.last_checkpoint, None
@@ -223,10 +267,11 @@ def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dic
         resume_progress=resuming,
     )
     callbacks: list[L.Callback] = [ResumeCheckpoint(lp.last_checkpoint, setup.checkpoint_every, setup.total_steps)]
-    if level == 0:
-        callbacks.append(RewindCapture(paths.rewind, setup.rewind_step))
+    if capture_rewind:
+        callbacks.append(RewindCapture(setup.paths.rewind, setup.rewind_step))
     if cfg.trainer.progress_bar:
-        callbacks.append(LevelProgressBar(level, setup.levels, M.density(mask)))
+        label = "" if lp.dir.parent == setup.paths.seed_dir else f"{lp.dir.parent.name} "
+        callbacks.append(LevelProgressBar(level, setup.levels, M.density(mask), prefix=label))
     lp.last_checkpoint.parent.mkdir(parents=True, exist_ok=True)
     trainer = L.Trainer(
         max_steps=setup.total_steps,
@@ -243,13 +288,17 @@ def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dic
         num_sanity_val_steps=0,
         limit_val_batches=0,
         log_every_n_steps=cfg.train.log_every,
-        default_root_dir=str(paths.seed_dir),
+        default_root_dir=str(setup.paths.seed_dir),
     )
     trainer.fit(module, datamodule=setup.datamodule, ckpt_path=ckpt_path, weights_only=True)
-    return finish_level(setup, level, lp, module, mask, tracker)
+    return module
 
 
-def finish_level(setup: Setup, level: int, lp: LevelPaths, module: LevelModule, mask: M.Mask, tracker) -> dict:
+def finish_level(
+    setup: Setup, level: int, lp: LevelPaths, module: LevelModule, mask: M.Mask, tracker, key: bool = True
+) -> dict:
+    """Write a trained level's artifacts (metrics.json last). `key`: record the level key that lets other schedules
+    reuse this level (trunk levels only)."""
     weights = {k: v.detach().cpu().clone() for k, v in module.network.state_dict().items()}
     for name, m in mask.items():  # internal invariant: the mask held through every step
         assert not bool(weights[name][~m].any()), f"pruned weights of {name} are not zero"
@@ -257,7 +306,6 @@ def finish_level(setup: Setup, level: int, lp: LevelPaths, module: LevelModule, 
     sparsity = setup.plan.report(mask, level)
     metrics = {
         "level": level,
-        "level_key": setup.level_key(level),
         "density": sparsity["density"],
         "target_density": sparsity["target_density"],
         "remaining_weights": sparsity["remaining"],
@@ -269,6 +317,8 @@ def finish_level(setup: Setup, level: int, lp: LevelPaths, module: LevelModule, 
         "steps": setup.total_steps,
         "train_seconds": round(module.train_seconds, 3),
     }
+    if key:
+        metrics["level_key"] = setup.level_key(level)
     artifacts.save_torch(weights, lp.weights)
     artifacts.write_json(sparsity, lp.sparsity)
     artifacts.write_json(metrics, lp.metrics)  # last: marks the level finished
@@ -282,12 +332,12 @@ def finish_level(setup: Setup, level: int, lp: LevelPaths, module: LevelModule, 
 LEVEL_COLUMNS = ("level", "density", "target_density", "test_acc", "best_val_acc", "best_val_step", "train_seconds")
 
 
-def write_levels_csv(paths: RunPaths, rows: list[dict[str, Any]]) -> None:
+def write_levels_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=LEVEL_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    artifacts.write_text(buf.getvalue(), paths.levels_csv)
+    artifacts.write_text(buf.getvalue(), path)
 
 
 def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[str, Any]]:
@@ -308,14 +358,9 @@ def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[s
                 tracker.log_level(reused)
                 continue
             mask = level_mask(setup, level)
-            if level > 0 and not paths.rewind.exists() and setup.cfg.rewind.mode in ("weights", "lr"):
-                raise artifacts.ArtifactError(
-                    f"{paths.rewind} is missing but level {level} must rewind to it; delete {paths.level(0).dir} "
-                    "to retrain level 0 and recreate it"
-                )
             rows.append(train_level(setup, level, mask, tracker))
-            write_levels_csv(paths, rows)
+            write_levels_csv(paths.levels_csv, rows)
     finally:
         tracker.finish()
-    write_levels_csv(paths, rows)
+    write_levels_csv(paths.levels_csv, rows)
     return rows

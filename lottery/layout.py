@@ -6,6 +6,8 @@
                                  levels.csv    one row per finished level
                                  level_<L>/mask.pt, weights.pt, metrics.json, sparsity.json
                                  level_<L>/checkpoints/last.ckpt   only while the level runs (resume point)
+                                 tickets.json  ticket quality: dense accuracy, matching density, margins over controls
+                                 branch_<b>/level_<L>/...           a control branch's levels, same files
 
 `metrics.json` is written last: its presence is what marks a level finished, so a re-run skips exactly the levels
 whose every artifact is on disk.
@@ -77,5 +79,15 @@ class RunPaths:
     def levels_csv(self) -> Path:
         return self.seed_dir / "levels.csv"
 
+    @property
+    def tickets(self) -> Path:
+        return self.seed_dir / "tickets.json"
+
     def level(self, level: int) -> LevelPaths:
         return LevelPaths(self.seed_dir / f"level_{level}")
+
+    def branch_dir(self, branch: str) -> Path:
+        return self.seed_dir / f"branch_{branch}"
+
+    def branch_level(self, branch: str, level: int) -> LevelPaths:
+        return LevelPaths(self.branch_dir(branch) / f"level_{level}")

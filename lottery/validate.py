@@ -14,6 +14,7 @@ from lottery.core.schedule import SparsitySchedule
 from lottery.data import DATASETS
 
 REWIND_MODES = ("weights", "lr", "finetune")
+BRANCHES = ("none", "random_reinit", "random_prune", "oneshot")
 LOGGERS = ("wandb", "csv", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -58,6 +59,9 @@ def validate(cfg: LotteryConfig) -> None:
     _one_of("rewind.mode", cfg.rewind.mode, REWIND_MODES)
     _one_of("schedule.name", cfg.schedule.name, SCHEDULES)
     _one_of("logger.kind", cfg.logger.kind, LOGGERS)
+    _one_of("branch", cfg.branch, BRANCHES)
+    if not 0.0 <= cfg.ticket.match_tolerance < 1.0:
+        raise ConfigError(f"ticket.match_tolerance={cfg.ticket.match_tolerance} must lie in [0, 1) (0.01 = 1 point)")
     _one_of("logger.mode", cfg.logger.mode, WANDB_MODES)
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width={cfg.model.width} must be positive (1.0 is the published size)")
