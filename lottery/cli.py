@@ -46,6 +46,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
     """Run one composed config (what each Hydra job does); also the entry point for tests."""
+    from lottery.core import artifacts
     from lottery.imp import prepare, run
     from lottery.report import print_ticket_table
 
@@ -55,7 +56,7 @@ def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     setup = prepare(settings, model_cfg, optim_cfg)
     rows = run(setup, resolved, OmegaConf.to_yaml(cfg, resolve=True))
-    print_ticket_table(rows, title=f"{setup.paths.seed_dir}")
+    print_ticket_table(artifacts.read_json(setup.paths.tickets, "tickets"), title=f"{setup.paths.seed_dir}")
     return rows
 
 

@@ -28,6 +28,8 @@ import torch
 from hydra.utils import instantiate
 
 from lottery import data as datasets
+from lottery import tickets
+from lottery.branches import run_branch
 from lottery.callbacks import LevelProgressBar, ResumeCheckpoint, RewindCapture
 from lottery.config import LotteryConfig
 from lottery.core import artifacts
@@ -341,26 +343,68 @@ def write_levels_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[str, Any]]:
-    """Run (or resume) every level of one seed; returns the per-level metrics."""
+    """Run (or resume) every trunk level of one seed, then the configured control branch; returns the trunk's
+    per-level metrics and leaves seed_<s>/tickets.json up to date."""
     paths = setup.paths
     artifacts.write_text(config_yaml, paths.config)
-    tracker = Tracker(setup.cfg, paths, resolved)
-    rows: list[dict[str, Any]] = []
+    branch = setup.cfg.branch
+    trunk_tracker = Tracker(setup.cfg, paths, resolved, branch="trunk")
+    trackers = [trunk_tracker]
     try:
-        for level in range(setup.levels + 1):
-            lp = paths.level(level)
-            if lp.done:
-                rows.append(artifacts.read_json(lp.metrics, "level metrics"))
-                continue
-            reused = reuse_level(setup, level)
-            if reused is not None:
-                rows.append(reused)
-                tracker.log_level(reused)
-                continue
-            mask = level_mask(setup, level)
-            rows.append(train_level(setup, level, mask, tracker))
-            write_levels_csv(paths.levels_csv, rows)
+        rows = run_trunk(setup, trunk_tracker)
+        job_tracker = trunk_tracker
+        if branch != "none":
+            job_tracker = Tracker(setup.cfg, paths, resolved, branch=branch)
+            trackers.append(job_tracker)
+            run_branch(setup, branch, job_tracker)
+        summary = tickets.write(paths, setup.cfg.ticket.match_tolerance)
+        if job_tracker.run is not None:
+            figure = paths.seed_dir / "accuracy_vs_density.png"
+            plot_tickets(summary, figure)
+            level_dirs = paths.seed_dir if branch == "none" else paths.branch_dir(branch)
+            masks = (
+                {int(d.name.removeprefix("level_")): d / "mask.pt" for d in sorted(level_dirs.glob("level_*"))}
+                if setup.cfg.ticket.log_masks
+                else None
+            )
+            job_tracker.log_summary(summary, figure, masks)
     finally:
-        tracker.finish()
+        for tracker in trackers:
+            tracker.finish()
+    return rows
+
+
+def run_trunk(setup: Setup, tracker: Tracker) -> list[dict[str, Any]]:
+    paths = setup.paths
+    rows: list[dict[str, Any]] = []
+    for level in range(setup.levels + 1):
+        lp = paths.level(level)
+        if lp.done:
+            rows.append(artifacts.read_json(lp.metrics, "level metrics"))
+            continue
+        reused = reuse_level(setup, level)
+        if reused is not None:
+            rows.append(reused)
+            tracker.log_level(reused)
+            continue
+        mask = level_mask(setup, level)
+        rows.append(train_level(setup, level, mask, tracker))
+        write_levels_csv(paths.levels_csv, rows)
     write_levels_csv(paths.levels_csv, rows)
     return rows
+
+
+def plot_tickets(summary: dict[str, Any], path: Path) -> None:
+    """Test accuracy against density for the ticket and each control of one seed (the figure sent to W&B)."""
+    from lottery.compare import plot
+
+    lines = {
+        "ticket": [{"density": r["density"], "mean": r["test_acc"], "std": 0.0, "seeds": 1} for r in summary["levels"]]
+    }
+    for b in summary["branches"]:
+        lines[b] = [
+            {"density": r["controls"][b]["density"], "mean": r["controls"][b]["test_acc"], "std": 0.0, "seeds": 1}
+            for r in summary["levels"]
+            if b in r["controls"]
+        ]
+    plot({k: v for k, v in lines.items() if v}, "test_acc", path)

@@ -1,29 +1,40 @@
-"""The ticket table printed at the end of a run (rich), one row per level."""
+"""The ticket table printed at the end of a run (rich): one row per level, with each control branch that exists."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 
-def ticket_table(rows: Sequence[dict[str, Any]], title: str) -> Table:
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.2%}"
+
+
+def ticket_table(summary: dict[str, Any], title: str) -> Table:
     table = Table(title=title)
-    for column in ("level", "density", "test acc", "best val acc", "at step", "train s"):
+    branches = summary["branches"]
+    for column in ("level", "density", "test acc", "best val acc", "at step", *[f"{b} acc" for b in branches]):
         table.add_column(column, justify="right")
-    for r in rows:
+    for r in summary["levels"]:
+        controls = [_pct(r["controls"].get(b, {}).get("test_acc")) for b in branches]
         table.add_row(
             str(r["level"]),
-            f"{r['density']:.2%}",
-            f"{r['test_acc']:.2%}",
-            f"{r['best_val_acc']:.2%}",
+            _pct(r["density"]),
+            _pct(r["test_acc"]),
+            _pct(r["best_val_acc"]),
             str(r["best_val_step"]),
-            f"{r['train_seconds']:.1f}",
+            *controls,
+        )
+    if summary["min_matching_density"] is not None:
+        table.caption = (
+            f"dense test acc {_pct(summary['dense_test_acc'])}; lowest density within "
+            f"{summary['match_tolerance']:.1%} of it: {_pct(summary['min_matching_density'])} "
+            f"(level {summary['min_matching_level']})"
         )
     return table
 
 
-def print_ticket_table(rows: Sequence[dict[str, Any]], title: str, console: Console | None = None) -> None:
-    (console or Console()).print(ticket_table(rows, title))
+def print_ticket_table(summary: dict[str, Any], title: str, console: Console | None = None) -> None:
+    (console or Console()).print(ticket_table(summary, title))

@@ -1,8 +1,10 @@
 """Loggers for a run: W&B (offline by default), Lightning's CSVLogger, or none.
 
-One W&B run per (experiment hash, seed), opened once and shared by every level's Trainer, with an id derived from the
-output folder so a resumed run keeps logging to the same W&B run. W&B trouble never stops a run: it is reported once
-and the run continues with its local artifacts, which are complete on their own.
+One W&B run per (experiment hash, seed, branch): group = the hash, job_type = the branch ("trunk" for IMP itself),
+config = the resolved config, tags for model, data and seed, and an id derived from the output folder so a resumed run
+keeps logging to the same W&B run. The run opens lazily, when a level actually trains, so re-running a finished
+experiment adds nothing. W&B trouble never stops a run: it is reported once and the run continues with its local
+artifacts, which are complete on their own.
 """
 
 from __future__ import annotations
@@ -24,44 +26,56 @@ def run_id(paths: RunPaths, branch: str = "trunk") -> str:
 
 
 class Tracker:
-    def __init__(self, cfg: LotteryConfig, paths: RunPaths, resolved: dict[str, Any]) -> None:
-        self.cfg, self.paths = cfg, paths
+    def __init__(self, cfg: LotteryConfig, paths: RunPaths, resolved: dict[str, Any], branch: str = "trunk") -> None:
+        self.cfg, self.paths, self.resolved, self.branch = cfg, paths, resolved, branch
+        self.enabled = cfg.logger.kind == "wandb" and cfg.logger.mode != "disabled"
         self.run = None
-        if cfg.logger.kind == "wandb" and cfg.logger.mode != "disabled":
-            self.run = self._open_wandb(resolved)
+        self._failed = False
 
-    def _open_wandb(self, resolved: dict[str, Any]):
+    @property
+    def csv_dir(self):
+        base = self.paths.seed_dir if self.branch == "trunk" else self.paths.branch_dir(self.branch)
+        return base / "logs"
+
+    def _open(self):
+        if self.run is not None or not self.enabled or self._failed:
+            return self.run
         os.environ.setdefault("WANDB_SILENT", "true")
         try:
             import wandb
 
-            return wandb.init(
+            self.run = wandb.init(
                 project=self.cfg.logger.project,
                 entity=self.cfg.logger.entity,
                 dir=str(self.paths.seed_dir),
-                id=run_id(self.paths),
-                name=f"{self.paths.name}/{self.paths.hash}/seed_{self.paths.seed}",
+                id=run_id(self.paths, self.branch),
+                name=f"{self.paths.name}/{self.paths.hash}/seed_{self.paths.seed}/{self.branch}",
                 group=self.paths.hash,
-                job_type="trunk",
+                job_type=self.branch,
                 tags=[f"model:{self.cfg.model.name}", f"data:{self.cfg.data.name}", f"seed:{self.cfg.seed}"],
-                config=resolved,
+                config=self.resolved,
                 mode=self.cfg.logger.mode,
                 resume="allow",
                 reinit="finish_previous",
             )
         except Exception as err:  # no network, bad credentials, a broken install: report once, keep training
+            self._fail("could not start", err)
+        return self.run
+
+    def _fail(self, what: str, err: Exception) -> None:
+        if not self._failed:
             warnings.warn(
-                f"W&B could not start ({type(err).__name__}: {err}); the run continues and writes its results to "
+                f"W&B {what} ({type(err).__name__}: {err}); the run continues and writes its results to "
                 f"{self.paths.seed_dir} only. Use logger=csv or logger=none to silence this.",
-                stacklevel=2,
+                stacklevel=3,
             )
-            return None
+        self._failed, self.run = True, None
 
     def level_loggers(self, level: int) -> list[Logger]:
-        if self.run is not None:
+        if self.enabled and self._open() is not None:
             return [WandbLogger(experiment=self.run)]
         if self.cfg.logger.kind == "csv":
-            return [CSVLogger(save_dir=str(self.paths.seed_dir / "logs"), name="", version=f"level_{level}")]
+            return [CSVLogger(save_dir=str(self.csv_dir), name="", version=f"level_{level}")]
         return []
 
     def log_level(self, metrics: dict[str, Any]) -> None:
@@ -70,13 +84,40 @@ class Tracker:
         try:
             self.run.log({f"imp/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
         except Exception as err:
-            warnings.warn(f"W&B logging failed ({err}); local results are unaffected", stacklevel=2)
-            self.run = None
+            self._fail("logging failed", err)
+
+    def log_summary(self, summary: dict[str, Any], figure_path=None, masks: dict | None = None) -> None:
+        """Ticket quality at the end of a run: summary values, a table of the levels, the accuracy-vs-density figure
+        and, if asked, the masks as an artifact."""
+        if self.run is None:
+            return
+        try:
+            import wandb
+
+            self.run.summary["ticket/dense_test_acc"] = summary["dense_test_acc"]
+            self.run.summary["ticket/min_matching_density"] = summary["min_matching_density"]
+            columns = ["level", "density", "test_acc", "best_val_acc", "best_val_step"]
+            branches = summary["branches"]
+            table = wandb.Table(columns=columns + [f"{b}_test_acc" for b in branches])
+            for row in summary["levels"]:
+                controls = [row["controls"].get(b, {}).get("test_acc") for b in branches]
+                table.add_data(*[row[c] for c in columns], *controls)
+            payload: dict[str, Any] = {"ticket/levels": table}
+            if figure_path is not None:
+                payload["ticket/accuracy_vs_density"] = wandb.Image(str(figure_path))
+            self.run.log(payload)
+            if masks:
+                artifact = wandb.Artifact(f"masks-{self.paths.hash}-s{self.paths.seed}-{self.branch}", type="mask")
+                for level, path in masks.items():
+                    artifact.add_file(str(path), name=f"level_{level}/mask.pt")
+                self.run.log_artifact(artifact)
+        except Exception as err:
+            self._fail("summary logging failed", err)
 
     def finish(self) -> None:
         if self.run is not None:
             try:
                 self.run.finish()
             except Exception as err:
-                warnings.warn(f"W&B finish failed ({err}); local results are unaffected", stacklevel=2)
+                self._fail("finish failed", err)
             self.run = None

@@ -6,6 +6,7 @@ where those are built, still before the first step; see the table in the README.
 
 from __future__ import annotations
 
+from lottery.branches import BRANCHES as CONTROL_BRANCHES
 from lottery.config import LotteryConfig
 from lottery.core.duration import Duration
 from lottery.core.lr_schedule import KINDS as SCHEDULES
@@ -14,7 +15,7 @@ from lottery.core.schedule import SparsitySchedule
 from lottery.data import DATASETS
 
 REWIND_MODES = ("weights", "lr", "finetune")
-BRANCHES = ("none", "random_reinit", "random_prune", "oneshot")
+BRANCHES = ("none", *CONTROL_BRANCHES)
 LOGGERS = ("wandb", "csv", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 
