@@ -225,6 +225,8 @@ def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dic
             f"{setup.paths.level(0).dir} to retrain level 0 and recreate it"
         )
     lp = setup.paths.level(level)
+    if level == 0 and not setup.paths.init.exists():  # theta_0 itself, whatever the rewind step (for analyses)
+        artifacts.save_torch(setup.network(seed=setup.cfg.seed).state_dict(), setup.paths.init)
     module = fit_level(setup, lp, level, mask, trunk_start(setup, level), tracker, capture_rewind=level == 0)
     return finish_level(setup, level, lp, module, mask, tracker)
 

@@ -2,6 +2,7 @@
 
     <root>/<name>/<hash>/hash.json           the settings the hash covers (the folder describes itself)
     <root>/<name>/<hash>/seed_<s>/config.yaml  the resolved config of this seed's run
+                                 init.pt       theta_0, the seeded initialisation (a plain state dict)
                                  rewind.ckpt   full training state at the rewind step k (level 0)
                                  levels.csv    one row per finished level
                                  level_<L>/mask.pt, weights.pt, metrics.json, sparsity.json
@@ -70,6 +71,10 @@ class RunPaths:
     @property
     def config(self) -> Path:
         return self.seed_dir / "config.yaml"
+
+    @property
+    def init(self) -> Path:
+        return self.seed_dir / "init.pt"
 
     @property
     def rewind(self) -> Path:

@@ -46,8 +46,11 @@ def reuse_level(setup: Setup, level: int) -> dict[str, Any] | None:
     source, metrics = twin
     lp = setup.paths.level(level)
     lp.dir.mkdir(parents=True, exist_ok=True)
-    if level == 0 and not setup.paths.rewind.exists():
-        _copy(source.parent / "rewind.ckpt", setup.paths.rewind)
+    if level == 0:
+        for name in ("rewind.ckpt", "init.pt"):
+            target = setup.paths.seed_dir / name
+            if (source.parent / name).is_file() and not target.exists():
+                _copy(source.parent / name, target)
     if level == 0:  # the dense mask covers this plan's layers, which the level-0 key does not fix
         mask = {n: torch.ones(shape, dtype=torch.bool) for n, shape in setup.shapes.items()}
         artifacts.save_torch(mask, lp.mask)

@@ -40,18 +40,33 @@ def test_multirun_over_seeds_and_fractions_lands_in_shared_hashes(tmp_path):
     assert "level" in proc.stdout and "density" in proc.stdout  # the ticket table
 
 
-def test_wandb_offline_run_lives_under_the_seed_folder_with_a_derived_id(tmp_path):
-    proc = lottery(*tiny(tmp_path, "logger=wandb", "levels=1"), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (seed_dir,) = list((tmp_path / "default").glob("*/seed_0"))
-    runs = list((seed_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
+def test_wandb_offline_runs_per_branch_hold_the_documented_metrics(tmp_path):
+    """One offline W&B run per (hash, seed, branch) under the seed folder, id derived from the folder, with the
+    stable metric names, read back from the run files themselves."""
+    from wandb_records import read_run
+
     from lottery.layout import RunPaths
     from lottery.tracking import run_id
 
-    expected = run_id(RunPaths(root=tmp_path, name="default", hash=seed_dir.parent.name, seed=0))
-    assert runs[0].name.endswith(expected)
-    assert list(runs[0].glob("*.wandb")), "the offline run recorded its history"
+    proc = lottery(*tiny(tmp_path, "logger=wandb", "levels=1", "branch=random_prune"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (seed_dir,) = list((tmp_path / "default").glob("*/seed_0"))
+    paths = RunPaths(root=tmp_path, name="default", hash=seed_dir.parent.name, seed=0)
+    runs = {r.name.rsplit("-", 3)[-3:][-1]: read_run(r) for r in (seed_dir / "wandb").glob("offline-run-*")}
+    assert len(runs) == 2
+    by_type = {r["run"][1]: r for r in runs.values()}
+    trunk, branch = by_type["trunk"], by_type["random_prune"]
+    assert trunk["run"][0] == run_id(paths, "trunk") and branch["run"][0] == run_id(paths, "random_prune")
+    assert trunk["run"][2] == paths.hash and set(trunk["run"][3]) == {"model:mlp", "data:mnist1d", "seed:0"}
+    per_level = {"imp/level", "imp/density", "imp/test_acc", "imp/best_val_acc", "imp/best_val_step"}
+    assert {"train/loss", "val/acc"} | per_level <= trunk["history"]
+    assert per_level <= branch["history"]
+    assert {"ticket/dense_test_acc", "ticket/min_matching_density"} <= branch["summary"]
+    assert {"ticket/levels/_type", "ticket/accuracy_vs_density/_type"} <= branch["history"]  # table, image
+
+    # A re-run of the finished experiment opens no new W&B run.
+    again = lottery(*tiny(tmp_path, "logger=wandb", "levels=1", "branch=random_prune"), cwd=tmp_path)
+    assert again.returncode == 0 and len(list((seed_dir / "wandb").glob("offline-run-*"))) == 2
 
 
 def test_schedule_by_width_multirun_from_the_command_line(tmp_path):

@@ -20,7 +20,15 @@ def test_two_level_run_writes_the_documented_tree(run_tiny):
     rows, seed_dir = run_tiny()
     experiment = seed_dir.parent
     assert json.loads((experiment / "hash.json").read_text())  # what the hash covers, beside the results
-    assert {p.name for p in seed_dir.iterdir()} >= {"config.yaml", "rewind.ckpt", "levels.csv", "level_0", "level_1"}
+    assert {p.name for p in seed_dir.iterdir()} >= {
+        "config.yaml",
+        "init.pt",
+        "rewind.ckpt",
+        "levels.csv",
+        "tickets.json",
+        "level_0",
+        "level_1",
+    }
     config = yaml.safe_load((seed_dir / "config.yaml").read_text())
     assert config["seed"] == 0 and config["train"]["duration"] == "60it" and config["model"]["name"] == "mlp"
 
@@ -125,6 +133,8 @@ def test_reset_to_initialisation_is_rewinding_to_step_zero(run_tiny, monkeypatch
     starts = record_starts(monkeypatch)
     _, seed_dir = run_tiny("rewind=reset")
     theta0 = starts[0]["weights"]
+    saved = torch.load(seed_dir / "init.pt", weights_only=True)
+    assert saved.keys() == theta0.keys() and all(torch.equal(saved[k], theta0[k]) for k in saved)
     mask = torch.load(seed_dir / "level_2" / "mask.pt", weights_only=True)
     assert starts[2]["step"] == 0
     for key, value in starts[2]["weights"].items():
