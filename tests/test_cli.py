@@ -48,8 +48,11 @@ def test_wandb_offline_runs_per_branch_hold_the_documented_metrics(tmp_path):
     from lottery.layout import RunPaths
     from lottery.tracking import run_id
 
-    proc = lottery(*tiny(tmp_path, "logger=wandb", "levels=1", "branch=random_prune"), cwd=tmp_path)
+    proc = lottery(
+        *tiny(tmp_path, "logger=wandb", "levels=1", "branch=random_prune", "ticket.log_masks=true"), cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "W&B" not in proc.stderr  # no W&B warning: it worked
     (seed_dir,) = list((tmp_path / "default").glob("*/seed_0"))
     paths = RunPaths(root=tmp_path, name="default", hash=seed_dir.parent.name, seed=0)
     runs = {r.name.rsplit("-", 3)[-3:][-1]: read_run(r) for r in (seed_dir / "wandb").glob("offline-run-*")}
@@ -63,9 +66,34 @@ def test_wandb_offline_runs_per_branch_hold_the_documented_metrics(tmp_path):
     assert per_level <= branch["history"]
     assert {"ticket/dense_test_acc", "ticket/min_matching_density"} <= branch["summary"]
     assert {"ticket/levels/_type", "ticket/accuracy_vs_density/_type"} <= branch["history"]  # table, image
+    assert ("mask", f"masks-{paths.hash}-s0-random_prune") in branch["artifacts"]  # opted in: the masks
+
+    # lottery-compare logs its report as one W&B run of job type `compare`.
+    report = tmp_path / "report"
+    compare = subprocess.run(
+        [
+            shutil.which("lottery-compare") or str(Path(LOTTERY).with_name("lottery-compare")),
+            str(tmp_path),
+            "--out",
+            str(report),
+            "--wandb",
+            "offline",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_SILENT": "true"},
+    )
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    (compare_run,) = list((report / "wandb").glob("offline-run-*"))
+    records = read_run(compare_run)
+    assert records["run"][1] == "compare"
+    assert {"compare/accuracy/_type", "compare/accuracy_vs_density/_type"} <= records["history"]
 
     # A re-run of the finished experiment opens no new W&B run.
-    again = lottery(*tiny(tmp_path, "logger=wandb", "levels=1", "branch=random_prune"), cwd=tmp_path)
+    again = lottery(
+        *tiny(tmp_path, "logger=wandb", "levels=1", "branch=random_prune", "ticket.log_masks=true"), cwd=tmp_path
+    )
     assert again.returncode == 0 and len(list((seed_dir / "wandb").glob("offline-run-*"))) == 2
 
 

@@ -39,15 +39,19 @@ def raw_records(path: Path):
 
 
 def read_run(run_dir: Path) -> dict:
-    """{"run": (id, job_type, group, tags), "history": keys logged, "summary": summary keys} of one offline run."""
+    """{"run": (id, job_type, group, tags), "history": keys logged, "summary": summary keys, "kinds": record types,
+    "artifacts": (type, name) of logged artifacts} of one offline run."""
     from wandb.proto import wandb_internal_pb2
 
     (path,) = Path(run_dir).glob("*.wandb")
-    out = {"run": None, "history": set(), "summary": set()}
+    out = {"run": None, "history": set(), "summary": set(), "kinds": set(), "artifacts": []}
     for data in raw_records(path):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(data)
         kind = record.WhichOneof("record_type")
+        out["kinds"].add(kind)
+        if kind == "artifact":
+            out["artifacts"].append((record.artifact.type, record.artifact.name))
         if kind == "run":
             r = record.run
             out["run"] = (r.run_id, r.job_type, r.run_group, tuple(r.tags))
