@@ -31,6 +31,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from lottery.core.masks import MaskMismatchError
     from lottery.core.pruning import PruningConfigError
     from lottery.data import DatasetNotFoundError
+    from lottery.guard import OutputFolderError, RunLockedError
     from lottery.validate import ConfigError
 
     return (
@@ -41,6 +42,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         MaskMismatchError,
         PruningConfigError,
         DatasetNotFoundError,
+        OutputFolderError,
+        RunLockedError,
     )
 
 

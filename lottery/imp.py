@@ -39,6 +39,7 @@ from lottery.core.hashing import digest, hash_inputs
 from lottery.core.lr_schedule import lr_multiplier
 from lottery.core.pruning import PruningPlan, prune
 from lottery.data.datamodule import TensorDataModule
+from lottery.guard import check_output_folder, estimate_bytes, exclusive
 from lottery.layout import LevelPaths, RunPaths
 from lottery.module import LevelModule
 from lottery.reuse import reuse_level
@@ -154,6 +155,8 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
         base_inputs={k: v for k, v in inputs.items() if not k.startswith("pruning.")} | {"strategy": p.strategy},
         shapes={n: tuple(weights[n].shape) for n in plan.layers},
     )
+    num_parameters = sum(p.numel() for p in build_network(model_cfg, datamodule).parameters())
+    check_output_folder(setup.paths.seed_dir, estimate_bytes(num_parameters, setup.levels))
     claim(setup.paths, inputs)
     return setup
 
@@ -231,6 +234,18 @@ def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dic
     return finish_level(setup, level, lp, module, mask, tracker)
 
 
+def check_checkpoint(path: Path) -> None:
+    """Read a checkpoint safely before Lightning does, so a corrupt, truncated or code-carrying file is a clear error
+    naming the file rather than a deep unpickling traceback. (It costs one extra read of the file per level.)"""
+    state = artifacts.load_torch(path, "checkpoint")
+    missing = [k for k in ("state_dict", "optimizer_states", "lr_schedulers", "loops") if k not in state]
+    if missing:
+        raise artifacts.ArtifactError(
+            f"checkpoint {path} lacks {missing}: it is not a full training state written by this program. Move it "
+            "aside and re-run (a level's last.ckpt: the level restarts; rewind.ckpt: delete level_0 to retrain it)."
+        )
+
+
 def fit_level(
     setup: Setup,
     lp: LevelPaths,
@@ -258,6 +273,8 @@ def fit_level(
     resuming = lp.last_checkpoint.exists()
     if resuming:
         ckpt_path, start_weights = lp.last_checkpoint, None
+    if ckpt_path is not None:
+        check_checkpoint(Path(ckpt_path))
     module = LevelModule(
         network,
         optimizer=instantiate(without_name(setup.optim_cfg), _convert_="all"),
@@ -347,7 +364,15 @@ def write_levels_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[str, Any]]:
     """Run (or resume) every trunk level of one seed, then the configured control branch; returns the trunk's
     per-level metrics and leaves seed_<s>/tickets.json up to date."""
+    with exclusive(setup.paths.seed_dir):
+        return _run_locked(setup, resolved, config_yaml)
+
+
+def _run_locked(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[str, Any]]:
     paths = setup.paths
+    # Temporary files of a killed writer (the lock says no other process is writing here) are never valid artifacts.
+    for stale in paths.seed_dir.rglob(".*.tmp"):
+        stale.unlink()
     artifacts.write_text(config_yaml, paths.config)
     branch = setup.cfg.branch
     trunk_tracker = Tracker(setup.cfg, paths, resolved, branch="trunk")

@@ -84,6 +84,10 @@ class LevelModule(L.LightningModule):
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
         self.enforce_mask()
+        # Lightning counts this step once the hook returns. Evaluating here, rather than in on_train_batch_end, puts
+        # the evaluation before every callback's on_train_batch_end, so a checkpoint saved at this step already
+        # holds its result and a resumed level sees exactly the evaluations of an uninterrupted one.
+        self.maybe_evaluate(self.trainer.global_step + 1)
 
     @torch.no_grad()
     def enforce_mask(self) -> None:
@@ -109,17 +113,17 @@ class LevelModule(L.LightningModule):
     def on_train_start(self) -> None:
         self._clock = time.perf_counter()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        step = self.global_step
-        if step % self.eval_every == 0 or step == self.total_steps:
-            acc, loss = self.evaluate(*self.val_data)
-            self.last_val_acc = acc
-            if acc > self.best_val_acc:  # strict: the earliest step reaching the best accuracy is the one recorded
-                self.best_val_acc, self.best_val_step = acc, step
-            # Straight to the loggers: self.log would only flush on Lightning's log_every_n_steps grid and could drop
-            # an evaluation that falls between two of its points.
-            for logger in self.loggers:
-                logger.log_metrics({"val/acc": acc, "val/loss": loss}, step=step)
+    def maybe_evaluate(self, step: int) -> None:
+        if step % self.eval_every and step != self.total_steps:
+            return
+        acc, loss = self.evaluate(*self.val_data)
+        self.last_val_acc = acc
+        if acc > self.best_val_acc:  # strict: the earliest step reaching the best accuracy is the one recorded
+            self.best_val_acc, self.best_val_step = acc, step
+        # Straight to the loggers: self.log would only flush on Lightning's log_every_n_steps grid and could drop
+        # an evaluation that falls between two of its points.
+        for logger in self.loggers:
+            logger.log_metrics({"val/acc": acc, "val/loss": loss}, step=step)
 
     def on_train_end(self) -> None:
         self.train_seconds += time.perf_counter() - self._clock

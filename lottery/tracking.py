@@ -20,6 +20,31 @@ from lottery.config import LotteryConfig
 from lottery.layout import RunPaths
 
 
+class SafeWandbLogger(WandbLogger):
+    """Lightning's WandbLogger, except that a failing W&B call is reported once (through `on_error`) and the rest of
+    the run's W&B calls are skipped, instead of crashing training."""
+
+    def __init__(self, on_error, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._on_error = on_error
+        self._broken = False
+
+    def _guard(self, call, *args, **kwargs) -> None:
+        if self._broken:
+            return
+        try:
+            call(*args, **kwargs)
+        except Exception as err:
+            self._broken = True
+            self._on_error("logging failed", err)
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self._guard(super().log_metrics, metrics, step)
+
+    def log_hyperparams(self, params) -> None:
+        self._guard(super().log_hyperparams, params)
+
+
 def run_id(paths: RunPaths, branch: str = "trunk") -> str:
     key = f"{paths.name}/{paths.hash}/seed_{paths.seed}/{branch}"
     return f"{paths.hash}-s{paths.seed}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
@@ -73,7 +98,7 @@ class Tracker:
 
     def level_loggers(self, level: int) -> list[Logger]:
         if self.enabled and self._open() is not None:
-            return [WandbLogger(experiment=self.run)]
+            return [SafeWandbLogger(on_error=self._fail, experiment=self.run)]
         if self.cfg.logger.kind == "csv":
             return [CSVLogger(save_dir=str(self.csv_dir), name="", version=f"level_{level}")]
         return []

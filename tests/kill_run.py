@@ -4,7 +4,10 @@
 
 point = "step": right after optimizer step <step> of level <level>, before that step's checkpoint is written;
 point = "checkpoint": in the middle of writing the resume checkpoint at <step> of <level> (half a file on disk);
-point = "level_end": after level <level> has written all its artifacts, before the next level starts.
+point = "level_end": after level <level> has written all its artifacts, before the next level starts;
+point = "artifact:<file>": after writing the temporary file of <file> (e.g. weights.pt) of level <level>, before it
+        is renamed into place;
+point = "branch_step": like "step", inside the control branch's level <level>.
 """
 
 from __future__ import annotations
@@ -25,29 +28,30 @@ from lottery.cli import run_config  # noqa: E402
 from lottery.module import LevelModule  # noqa: E402
 
 point, level, step, overrides = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
-current = {"level": -1}
+current = {"level": -1, "branch": False}
 
 
 def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-train_level = imp.train_level
+fit_level = imp.fit_level
 
 
-def tracked_train_level(setup, lvl, mask, tracker):
-    current["level"] = lvl
-    return train_level(setup, lvl, mask, tracker)
+def tracked_fit_level(setup, lp, lvl, *args, **kwargs):
+    current["level"], current["branch"] = lvl, lp.dir.parent.name.startswith("branch_")
+    return fit_level(setup, lp, lvl, *args, **kwargs)
 
 
-imp.train_level = tracked_train_level
+imp.fit_level = tracked_fit_level
 
-if point == "step":
+if point in ("step", "branch_step"):
     optimizer_step = LevelModule.optimizer_step
 
     def killing_step(self, *args, **kwargs):
         optimizer_step(self, *args, **kwargs)
-        if current["level"] == level and self.trainer.global_step == step:
+        in_branch = point == "branch_step"
+        if current["level"] == level and current["branch"] == in_branch and self.trainer.global_step == step:
             die()
 
     LevelModule.optimizer_step = killing_step
@@ -73,6 +77,18 @@ elif point == "level_end":
         return out
 
     imp.finish_level = killing_finish
+elif point.startswith("artifact:"):
+    import lottery.core.artifacts as artifacts
+
+    name = point.removeprefix("artifact:")
+    replace = artifacts.os.replace
+
+    def killing_replace(src, dst):
+        if str(dst).endswith(f"level_{level}/{name}"):
+            die()  # the temporary file is complete on disk, the rename never happens
+        return replace(src, dst)
+
+    artifacts.os.replace = killing_replace
 else:
     raise SystemExit(f"unknown kill point {point!r}")
 

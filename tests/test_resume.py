@@ -66,6 +66,13 @@ def uninterrupted(tmp_path_factory):
         ("checkpoint", 1, 40, [20, 20]),  # half-written checkpoint: ignored, level 1 restarts at its rewind step
         ("step", 2, 59, [40]),  # the last step of the last level: resumes from its step-40 checkpoint
         ("level_end", 0, 0, [20, 20]),  # between levels: level 0 is done and never retrained
+        ("level_end", 1, 0, [20]),  # between levels 1 and 2
+        ("checkpoint", 0, 20, [0, 20, 20]),  # while writing the step-20 checkpoint of level 0 (the rewind step)
+        ("step", 1, 21, [20, 20]),  # the first step after rewinding
+        ("artifact:mask.pt", 2, 0, [20]),  # level 2's mask written but not yet renamed into place
+        ("artifact:weights.pt", 1, 0, [40, 20]),  # level 1 trained, its weights not yet in place
+        ("artifact:metrics.json", 1, 0, [40, 20]),  # level 1's weights in place, its finishing marker not
+        ("artifact:sparsity.json", 0, 0, [40, 20, 20]),
     ],
 )
 def test_killed_run_resumes_to_identical_results(
@@ -100,4 +107,26 @@ def test_killed_run_resumes_to_identical_results(
     assert starts == resumed_starts
     assert_identical(artifacts_of(seed_dir), expected)
     assert not list(seed_dir.rglob("*.tmp")), "temporary files left behind"
+    assert not list(seed_dir.rglob(".*.tmp")), "temporary files left behind"
     assert not list(seed_dir.rglob("last.ckpt")), "resume checkpoints of finished levels are cleaned up"
+
+
+def test_a_control_branch_killed_mid_level_resumes_to_identical_results(tmp_path, tmp_path_factory):
+    from conftest import compose_config
+
+    from lottery.cli import run_config
+    from lottery.imp import experiment_hash
+
+    reference = tmp_path_factory.mktemp("branch_reference")
+    run_config(compose_config(tiny(reference, *EXTRA, "branch=random_prune")))
+    overrides = tiny(tmp_path, *EXTRA, "branch=random_prune")
+    proc = subprocess.run(
+        [sys.executable, str(KILL_SCRIPT), "branch_step", "2", "50", *overrides], capture_output=True, timeout=300
+    )
+    assert proc.returncode == -9
+    run_config(compose_config(overrides))
+    from omegaconf import OmegaConf
+
+    h, _ = experiment_hash(OmegaConf.to_object(compose_config(overrides)))
+    for sub in ("seed_0", "seed_0/branch_random_prune"):
+        assert_identical(artifacts_of(tmp_path / "default" / h / sub), artifacts_of(reference / "default" / h / sub))
