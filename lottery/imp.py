@@ -14,8 +14,6 @@ mistake of Lightning's ModelPruning callback): pruning happens between fits, on 
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import warnings
@@ -23,14 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from hydra.utils import instantiate
 
 from lottery import data as datasets
 from lottery import tickets
 from lottery.branches import run_branch
-from lottery.callbacks import LevelProgressBar, ResumeCheckpoint, RewindCapture
 from lottery.config import LotteryConfig
 from lottery.core import artifacts
 from lottery.core import masks as M
@@ -40,8 +36,14 @@ from lottery.core.lr_schedule import lr_multiplier
 from lottery.core.pruning import PruningPlan, prune
 from lottery.data.datamodule import TensorDataModule
 from lottery.guard import check_output_folder, estimate_bytes, exclusive
-from lottery.layout import LevelPaths, RunPaths
-from lottery.module import LevelModule
+from lottery.layout import RunPaths
+from lottery.level import (
+    Start,
+    finish_level,
+    fit_level,
+    without_name,
+    write_levels_csv,
+)
 from lottery.reuse import reuse_level
 from lottery.tracking import Tracker
 from lottery.validate import check_steps, sparsity_schedule, validate
@@ -106,11 +108,6 @@ class Setup:
             milestones=[steps(m, spe) for m in s.milestones],
             gamma=s.gamma,
         )
-
-
-def without_name(node: dict[str, Any]) -> dict[str, Any]:
-    """A model/optimizer config minus `name`: that is the stable key the hash uses, not a constructor argument."""
-    return {k: v for k, v in node.items() if k != "name"}
 
 
 def build_network(model_cfg: dict[str, Any], datamodule: TensorDataModule, seed: int | None = None) -> torch.nn.Module:
@@ -195,17 +192,6 @@ def level_mask(setup: Setup, level: int) -> M.Mask:
     return mask
 
 
-@dataclass
-class Start:
-    """Where a level's training starts. `checkpoint`: a saved training state (the rewind point) whose step, optimizer,
-    LR schedule and data order are restored; `weights`: weights that replace the checkpoint's (or the fresh network's);
-    `constant_lr`: a fixed LR multiplier instead of the schedule (fine-tuning). The mask is applied on top of all."""
-
-    checkpoint: Path | None = None
-    weights: dict[str, torch.Tensor] | None = None
-    constant_lr: float | None = None
-
-
 def trunk_start(setup: Setup, level: int) -> Start:
     """The IMP trunk: level 0 from theta_0; later levels by the configured rewind mode."""
     if level == 0:
@@ -232,133 +218,6 @@ def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dic
         artifacts.save_torch(setup.network(seed=setup.cfg.seed).state_dict(), setup.paths.init)
     module = fit_level(setup, lp, level, mask, trunk_start(setup, level), tracker, capture_rewind=level == 0)
     return finish_level(setup, level, lp, module, mask, tracker)
-
-
-def check_checkpoint(path: Path) -> None:
-    """Read a checkpoint safely before Lightning does, so a corrupt, truncated or code-carrying file is a clear error
-    naming the file rather than a deep unpickling traceback. (It costs one extra read of the file per level.)"""
-    state = artifacts.load_torch(path, "checkpoint")
-    missing = [k for k in ("state_dict", "optimizer_states", "lr_schedulers", "loops") if k not in state]
-    if missing:
-        raise artifacts.ArtifactError(
-            f"checkpoint {path} lacks {missing}: it is not a full training state written by this program. Move it "
-            "aside and re-run (a level's last.ckpt: the level restarts; rewind.ckpt: delete level_0 to retrain it)."
-        )
-
-
-def fit_level(
-    setup: Setup,
-    lp: LevelPaths,
-    level: int,
-    mask: M.Mask,
-    start: Start,
-    tracker: Tracker,
-    capture_rewind: bool = False,
-) -> LevelModule:
-    """One fresh Trainer.fit of one level (trunk or branch), resuming its own last checkpoint if there is one."""
-    cfg = setup.cfg
-    L.seed_everything(cfg.seed, workers=False, verbose=False)
-    network = setup.network(seed=cfg.seed)
-    M.check_compatible(mask, M.prunable_weights(network), source=str(lp.mask))
-    lr_lambda = setup.lr_lambda()
-    if start.constant_lr is not None:
-        final = start.constant_lr
-        lr_lambda = lambda step: final  # noqa: E731
-    ckpt_path, start_weights = start.checkpoint, None
-    if start.weights is not None:
-        if ckpt_path is None:
-            network.load_state_dict(M.masked_state_dict(start.weights, mask))
-        else:
-            start_weights = start.weights  # swapped in when the checkpoint loads (LevelModule.on_load_checkpoint)
-    resuming = lp.last_checkpoint.exists()
-    if resuming:
-        ckpt_path, start_weights = lp.last_checkpoint, None
-    if ckpt_path is not None:
-        check_checkpoint(Path(ckpt_path))
-    module = LevelModule(
-        network,
-        optimizer=instantiate(without_name(setup.optim_cfg), _convert_="all"),
-        lr_lambda=lr_lambda,
-        mask=mask,
-        val_data=(setup.datamodule.x_val, setup.datamodule.y_val),
-        num_classes=setup.datamodule.num_classes,
-        total_steps=setup.total_steps,
-        eval_every=setup.eval_every,
-        start_weights=start_weights,
-        resume_progress=resuming,
-    )
-    callbacks: list[L.Callback] = [ResumeCheckpoint(lp.last_checkpoint, setup.checkpoint_every, setup.total_steps)]
-    if capture_rewind:
-        callbacks.append(RewindCapture(setup.paths.rewind, setup.rewind_step))
-    if cfg.trainer.progress_bar:
-        label = "" if lp.dir.parent == setup.paths.seed_dir else f"{lp.dir.parent.name} "
-        callbacks.append(LevelProgressBar(level, setup.levels, M.density(mask), prefix=label))
-    lp.last_checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    trainer = L.Trainer(
-        max_steps=setup.total_steps,
-        max_epochs=-1,
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        precision=cfg.train.precision,
-        deterministic=cfg.trainer.deterministic,
-        logger=tracker.level_loggers(level) or False,
-        callbacks=callbacks,
-        enable_checkpointing=False,
-        enable_progress_bar=cfg.trainer.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        log_every_n_steps=cfg.train.log_every,
-        default_root_dir=str(setup.paths.seed_dir),
-    )
-    trainer.fit(module, datamodule=setup.datamodule, ckpt_path=ckpt_path, weights_only=True)
-    return module
-
-
-def finish_level(
-    setup: Setup, level: int, lp: LevelPaths, module: LevelModule, mask: M.Mask, tracker, key: bool = True
-) -> dict:
-    """Write a trained level's artifacts (metrics.json last). `key`: record the level key that lets other schedules
-    reuse this level (trunk levels only)."""
-    weights = {k: v.detach().cpu().clone() for k, v in module.network.state_dict().items()}
-    for name, m in mask.items():  # internal invariant: the mask held through every step
-        assert not bool(weights[name][~m].any()), f"pruned weights of {name} are not zero"
-    test_acc, test_loss = module.evaluate(setup.datamodule.x_test, setup.datamodule.y_test)
-    sparsity = setup.plan.report(mask, level)
-    metrics = {
-        "level": level,
-        "density": sparsity["density"],
-        "target_density": sparsity["target_density"],
-        "remaining_weights": sparsity["remaining"],
-        "test_acc": test_acc,
-        "test_loss": test_loss,
-        "best_val_acc": module.best_val_acc,
-        "best_val_step": module.best_val_step,
-        "final_val_acc": module.last_val_acc,
-        "steps": setup.total_steps,
-        "train_seconds": round(module.train_seconds, 3),
-    }
-    if key:
-        metrics["level_key"] = setup.level_key(level)
-    artifacts.save_torch(weights, lp.weights)
-    artifacts.write_json(sparsity, lp.sparsity)
-    artifacts.write_json(metrics, lp.metrics)  # last: marks the level finished
-    lp.last_checkpoint.unlink(missing_ok=True)
-    if lp.last_checkpoint.parent.is_dir() and not any(lp.last_checkpoint.parent.iterdir()):
-        lp.last_checkpoint.parent.rmdir()
-    tracker.log_level(metrics)
-    return metrics
-
-
-LEVEL_COLUMNS = ("level", "density", "target_density", "test_acc", "best_val_acc", "best_val_step", "train_seconds")
-
-
-def write_levels_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LEVEL_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    artifacts.write_text(buf.getvalue(), path)
 
 
 def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[str, Any]]:
