@@ -94,6 +94,7 @@ def fit_level(
         num_classes=setup.datamodule.num_classes,
         total_steps=setup.total_steps,
         eval_every=setup.eval_every,
+        log_every=cfg.train.log_every,
         start_weights=start_weights,
         resume_progress=resuming,
     )
