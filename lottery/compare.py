@@ -29,6 +29,8 @@ from rich.console import Console
 from rich.table import Table
 
 METRICS = ("test_acc", "best_val_acc", "final_val_acc")
+# (marker, line style) per line: the ticket solid, each control its own dash pattern in the configuration's colour.
+LINE_STYLES = {"ticket": ("o", "-"), "random_prune": ("x", "--"), "random_reinit": ("^", ":"), "oneshot": ("s", "-.")}
 HASHED_SECTIONS = ("model", "data", "optim", "schedule", "pruning", "rewind", "train")
 
 
@@ -139,8 +141,8 @@ def plot(summaries: dict[str, list[dict[str, Any]]], metric: str, out: Path) -> 
             [100 * r["density"] for r in rows],
             [100 * r["mean"] for r in rows],
             yerr=[100 * r["std"] for r in rows],
-            marker="o" if not line else "x",
-            linestyle="-" if not line or line == "ticket" else "--",
+            marker=LINE_STYLES.get(line, ("o", "-"))[0],
+            linestyle=LINE_STYLES.get(line, ("o", "-"))[1],
             color=colour,
             markersize=3,
             capsize=2,
