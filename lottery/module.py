@@ -49,7 +49,7 @@ class LevelModule(L.LightningModule):
         weights = M.prunable_weights(network)
         M.check_compatible(mask, weights)
         self.mask = {k: v.clone() for k, v in mask.items()}
-        # Only tensors with pruned entries are multiplied after each step (see module docstring).
+        # Only tensors with pruned entries are touched after each step (see module docstring).
         self._sparse = [name for name, m in self.mask.items() if not bool(m.all())]
         self._pruned: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.val_data = val_data
