@@ -38,6 +38,17 @@ class ConvConfig(ModelConfig):
     fc: list[int] = field(default_factory=lambda: [256, 256])  # hidden units of the classifier
 
 
+@dataclass
+class TransformerConfig(ModelConfig):
+    _target_: str = "lottery.models.Transformer"
+    d_model: int = 64  # residual stream width, before `width`; split evenly over the heads
+    n_layers: int = 2  # pre-norm blocks of attention + MLP
+    n_heads: int = 4  # attention heads per layer
+    d_mlp: int = 256  # MLP hidden units per layer, before `width`
+    tied: bool = False  # token tasks: the output head reuses the token embedding
+    positions: str = "learned"  # learned: absolute position embeddings (GPT-2, OPT) | rotary (RoPE, as in LLaMA)
+
+
 # ---- data
 @dataclass
 class DataConfig:
@@ -47,6 +58,31 @@ class DataConfig:
     num_samples: int = 5000  # MNIST-1D only: examples generated (80% train, 20% test)
     root: str = field(default="data", metadata=NO_HASH)  # folder of the IDX files (mnist, fashion_mnist)
     download: bool = field(default=False, metadata=NO_HASH)  # fetch missing IDX files, verifying their checksums
+
+
+@dataclass
+class RecallDataConfig(DataConfig):
+    """Associative recall prompts (lottery/data/icl.py): k_1 v_1 ... k_K; every repeated key is a query."""
+
+    num_train: int = 40000  # prompts in the training pool (the validation split is carved from it)
+    num_test: int = 2000  # held-out prompts that score each level
+    data_seed: int = 1234  # seeds the prompts, the same for every run seed
+    n_keys: int = 16  # distinct key tokens
+    n_values: int = 16  # distinct value tokens (chance accuracy is 1 / n_values)
+    n_pairs: int = 24  # key-value pairs per prompt (sequence length 2 * n_pairs - 1)
+
+
+@dataclass
+class RegressionDataConfig(DataConfig):
+    """In-context linear regression prompts (Garg et al. 2022): x_1 y_1 ... x_K, y = w.x + noise, w per prompt."""
+
+    num_train: int = 40000
+    num_test: int = 2000
+    data_seed: int = 1234
+    n_dims: int = 5  # dimension d of x and w
+    n_points: int = 20  # (x, y) pairs per prompt (sequence length 2 * n_points - 1)
+    noise_std: float = 0.0  # standard deviation of the label noise
+    acc_tolerance: float = 0.1  # a query counts as correct when (prediction - y)^2 / d is below this
 
 
 # ---- optimizer: built with hydra.utils.instantiate as a partial, completed with the model's parameters
@@ -136,6 +172,25 @@ class TicketConfig:
 
 
 @dataclass
+class StructuredConfig:
+    """Structured pruning of transformers: whole attention heads, MLP hidden units and MLP blocks (read when
+    pruning.strategy=structured; lottery/structured/). Unit counts per level follow the pruning schedule."""
+
+    # no_retrain: train level 0, then remove the least important x% of units for x in `grid` and evaluate (Bansal
+    # et al. 2023) | imp: structured IMP with rewinding over the trunk's levels | both
+    procedure: str = field(default="both", metadata=NO_HASH)
+    units: list[str] = field(default_factory=lambda: ["heads"])  # kinds IMP removes: heads, mlp_units, mlp_blocks
+    score: str = "magnitude"  # IMP's importance: magnitude | gradient (|<dL/dA_u, A_u>|, Michel et al. 2019)
+    scope: str = "global"  # global: one ranking per kind over all layers | layerwise: the schedule in every layer
+    score_examples: int = 1024  # training prompts the gradient score averages over
+    # no_retrain: fractions of each kind's units removed, the kinds and the scores (random: the control)
+    grid: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], metadata=NO_HASH)
+    grid_units: list[str] = field(default_factory=lambda: ["heads", "mlp_blocks", "mlp_units"], metadata=NO_HASH)
+    grid_scores: list[str] = field(default_factory=lambda: ["magnitude", "gradient", "random"], metadata=NO_HASH)
+    random_draws: int = field(default=5, metadata=NO_HASH)  # random removals averaged per grid point
+
+
+@dataclass
 class LotteryConfig:
     model: Any = MISSING
     data: DataConfig = MISSING
@@ -155,6 +210,7 @@ class LotteryConfig:
     # more levels extend a run, fewer run a prefix of it.
     levels: int | None = field(default=None, metadata=NO_HASH)
     root: str = field(default="outputs", metadata=NO_HASH)  # output root
+    structured: StructuredConfig = field(default_factory=StructuredConfig)  # heads and MLP units (transformers)
 
 
 def register() -> None:
@@ -163,7 +219,10 @@ def register() -> None:
     cs.store(name="lottery_schema", node=LotteryConfig)
     cs.store(group="model", name="mlp_schema", node=MLPConfig)
     cs.store(group="model", name="conv_schema", node=ConvConfig)
+    cs.store(group="model", name="transformer_schema", node=TransformerConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
+    cs.store(group="data", name="icl_recall_schema", node=RecallDataConfig)
+    cs.store(group="data", name="icl_regression_schema", node=RegressionDataConfig)
     cs.store(group="optim", name="adam_schema", node=AdamConfig)
     cs.store(group="optim", name="sgd_schema", node=SGDConfig)
     cs.store(group="schedule", name="schedule_schema", node=ScheduleConfig)

@@ -97,6 +97,7 @@ def fit_level(
         log_every=cfg.train.log_every,
         start_weights=start_weights,
         resume_progress=resuming,
+        task=getattr(setup.datamodule, "task", None),
     )
     callbacks: list[L.Callback] = [ResumeCheckpoint(lp.last_checkpoint, setup.checkpoint_every, setup.total_steps)]
     if capture_rewind:

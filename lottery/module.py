@@ -23,6 +23,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from lottery.core import masks as M
+from lottery.tasks import Task
 
 PREFIX = "network."  # the network's keys inside the LightningModule's state dict
 
@@ -41,6 +42,7 @@ class LevelModule(L.LightningModule):
         log_every: int = 50,
         start_weights: Mapping[str, torch.Tensor] | None = None,
         resume_progress: bool = False,
+        task: Task | None = None,
     ) -> None:
         super().__init__()
         self.network = network
@@ -69,6 +71,8 @@ class LevelModule(L.LightningModule):
         self.last_val_acc = float("nan")
         self.train_seconds = 0.0
         self._clock = 0.0
+        # Loss and metrics of sequence tasks (lottery/tasks.py); None is classification: cross-entropy, accuracy.
+        self.task = task
 
     # ---- the model
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +85,7 @@ class LevelModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = F.cross_entropy(self.network(x), y)
+        loss = F.cross_entropy(self.network(x), y) if self.task is None else self.task.loss(self.network(x), y)
         # The training loss is summed on the device and reported as a mean every `log_every` steps: calling
         # self.log on every step costs more than the step itself for small networks (see benchmarks/).
         detached = loss.detach()
@@ -116,12 +120,15 @@ class LevelModule(L.LightningModule):
     # ---- evaluation at fixed steps
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> tuple[float, float]:
-        """(accuracy, mean cross-entropy) of the current network on a whole split, in eval mode."""
+        """(accuracy, mean cross-entropy) of the current network on a whole split, in eval mode (with a task: its
+        accuracy and loss, lottery/tasks.py)."""
         was_training = self.network.training
         self.network.eval()
         logits = torch.cat([self.network(x[i : i + chunk].to(self.device)) for i in range(0, len(x), chunk)])
         self.network.train(was_training)
         y = y.to(logits.device)
+        if self.task is not None:
+            return self.task.metrics(logits, y)
         acc = multiclass_accuracy(logits, y, num_classes=self.num_classes, average="micro", validate_args=False)
         return float(acc), float(F.cross_entropy(logits.float(), y))
 

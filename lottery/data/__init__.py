@@ -1,14 +1,23 @@
-"""Datasets, all available offline: MNIST-1D (generated), sklearn digits (shipped), MNIST/Fashion-MNIST (IDX files)."""
+"""Datasets, all available offline: MNIST-1D (generated), sklearn digits (shipped), MNIST/Fashion-MNIST (IDX files),
+in-context learning prompts (generated, lottery/data/icl.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from lottery.data.icl import ICL_DATASETS, load_icl
 from lottery.data.splits import DatasetNotFoundError, Splits
 
-DATASETS = ("mnist1d", "digits", "mnist", "fashion_mnist")
+DATASETS = ("mnist1d", "digits", "mnist", "fashion_mnist", *ICL_DATASETS)
 
 
-def load(name: str, root: str = "data", download: bool = False, num_samples: int = 5000) -> Splits:
-    """Load a dataset by its config name (the stable name that the experiment hash keys on)."""
+def load(
+    name: str, root: str = "data", download: bool = False, num_samples: int = 5000, settings: Any = None
+) -> Splits:
+    """Load a dataset by its config name (the stable name that the experiment hash keys on). `settings`: the data
+    config, read by the generated in-context learning tasks (lottery/data/icl.py)."""
+    if name in ICL_DATASETS:
+        return load_icl(settings)
     if name == "mnist1d":
         from lottery.data.mnist1d import load_mnist1d
 

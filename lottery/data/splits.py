@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -20,6 +21,9 @@ class Splits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    # Loss and metrics for targets that are not one class label per example (lottery/tasks.py; in-context prompts).
+    # None: classification, cross-entropy and accuracy.
+    task: Any = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -6,5 +6,6 @@ architecture's own settings from `conf/model/*.yaml`.
 
 from lottery.models.conv import ConvNet
 from lottery.models.mlp import MLP
+from lottery.models.transformer import Transformer
 
-__all__ = ["MLP", "ConvNet"]
+__all__ = ["MLP", "ConvNet", "Transformer"]
