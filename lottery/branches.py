@@ -34,6 +34,10 @@ def branch_seed(seed: int, branch: str, level: int = 0) -> int:
 
 
 def branch_mask(setup: Setup, branch: str, level: int) -> M.Mask:
+    if setup.cfg.pruning.strategy == "structured":  # unit-level controls (lottery/structured/plan.py)
+        from lottery.structured.plan import branch_mask as structured_branch_mask
+
+        return structured_branch_mask(setup, branch, level)
     trunk = artifacts.load_torch(setup.paths.level(level).mask, "trunk mask")
     if branch == "random_reinit":
         return trunk

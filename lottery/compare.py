@@ -11,6 +11,10 @@ Writes, under a report folder it prints (default <first path>/report):
   mask_overlap.csv/.png         per pair of seeds, level and layer: Jaccard overlap of the kept weights, the overlap
                                 two random masks of the same densities would have, and the sign agreement of the
                                 weights both keep at the rewind point; the figure is a level x layer heatmap
+  head_overlap.csv, head_spearman.csv, heads_removed.csv/.png
+                                structured runs only: surviving-head overlap across seeds, rank correlation of head
+                                importance across seeds and experiments, accuracy against heads removed
+                                (lottery/structured/compare.py)
 """
 
 from __future__ import annotations
@@ -218,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     rows = accuracy_report(experiments, args.metric, out_dir, console)
     overlaps = overlap_report(experiments, out_dir, console)
+    from lottery.structured.compare import structured_report  # head overlap and score correlations, if any
+
+    structured_report(experiments, out_dir, console)
     if args.wandb != "disabled":
         log_to_wandb(out_dir, rows, overlaps, args.wandb)
     console.print(f"report: {out_dir}")

@@ -122,7 +122,11 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
     """Validate, load data, build the pruning plan and claim the output folder; no training yet."""
     validate(cfg)
     splits = datasets.load(
-        cfg.data.name, root=cfg.data.root, download=cfg.data.download, num_samples=cfg.data.num_samples
+        cfg.data.name,
+        root=cfg.data.root,
+        download=cfg.data.download,
+        num_samples=cfg.data.num_samples,
+        settings=cfg.data,
     )
     datamodule = TensorDataModule(
         splits, cfg.data.val_size, cfg.data.split_seed, cfg.train.batch_size, cfg.seed, total_steps=0
@@ -152,6 +156,10 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
         base_inputs={k: v for k, v in inputs.items() if not k.startswith("pruning.")} | {"strategy": p.strategy},
         shapes={n: tuple(weights[n].shape) for n in plan.layers},
     )
+    if p.strategy == "structured":  # whole heads and MLP units (lottery/structured/plan.py)
+        from lottery.structured.plan import configure
+
+        configure(setup, weights)
     num_parameters = sum(p.numel() for p in build_network(model_cfg, datamodule).parameters())
     check_output_folder(setup.paths.seed_dir, estimate_bytes(num_parameters, setup.levels))
     claim(setup.paths, inputs)
@@ -187,7 +195,11 @@ def level_mask(setup: Setup, level: int) -> M.Mask:
     else:
         prev = setup.paths.level(level - 1)
         trained = artifacts.load_torch(prev.weights, "trained weights")
-        mask = prune(trained, artifacts.load_torch(prev.mask, "mask"), setup.plan, level)
+        previous_mask = artifacts.load_torch(prev.mask, "mask")
+        if setup.cfg.pruning.strategy == "structured":  # whole units, ranked by structured.score
+            mask = setup.plan.prune(trained, previous_mask, level)
+        else:
+            mask = prune(trained, previous_mask, setup.plan, level)
     artifacts.save_torch(mask, lp.mask)
     return mask
 
@@ -243,6 +255,10 @@ def _run_locked(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> lis
             job_tracker = Tracker(setup.cfg, paths, resolved, branch=branch)
             trackers.append(job_tracker)
             run_branch(setup, branch, job_tracker)
+        if setup.cfg.pruning.strategy == "structured":  # no-retrain grid and seed_<s>/structured.json
+            from lottery.structured.run import finish_structured
+
+            finish_structured(setup)
         summary = tickets.write(paths, setup.cfg.ticket.match_tolerance)
         if job_tracker.run is not None:
             figure = paths.seed_dir / "accuracy_vs_density.png"

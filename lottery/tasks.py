@@ -77,6 +77,7 @@ class TokenRecall:
         return losses.sum(1) / valid.sum(1).clamp(min=1)
 
     def metrics(self, outputs: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        outputs = outputs.detach()
         valid = y != IGNORE
         correct = outputs.argmax(-1)[valid] == y[valid]
         return float(correct.float().mean()), float(self.loss(_wide(outputs), y))
@@ -118,7 +119,7 @@ class Regression:
         return torch.where(valid, nse, 0).sum(1) / valid.sum(1).clamp(min=1)
 
     def metrics(self, outputs: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        nse, valid = self._nse(outputs, y)
+        nse, valid = self._nse(outputs.detach(), y)
         return float((nse[valid] < self.tolerance).float().mean()), float(nse[valid].mean())
 
     def by_context(self, outputs: torch.Tensor, y: torch.Tensor) -> dict[str, list]:

@@ -50,7 +50,7 @@ def validate(cfg: LotteryConfig) -> None:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be a positive number of examples")
     _one_of("data.name", cfg.data.name, DATASETS)
     _one_of("pruning.scope", cfg.pruning.scope, SCOPES)
-    _one_of("pruning.strategy", cfg.pruning.strategy, ("magnitude",))
+    _one_of("pruning.strategy", cfg.pruning.strategy, ("magnitude", "structured"))
     schedule = sparsity_schedule(cfg)
     schedule.resolve_levels(cfg.levels)
     if schedule.kind == "fraction":
@@ -66,6 +66,9 @@ def validate(cfg: LotteryConfig) -> None:
     _one_of("logger.mode", cfg.logger.mode, WANDB_MODES)
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width={cfg.model.width} must be positive (1.0 is the published size)")
+    from lottery.structured.checks import check_structured  # transformers, in-context data, structured pruning
+
+    check_structured(cfg)
 
 
 def check_steps(cfg: LotteryConfig, total: int, rewind: int) -> None:

@@ -67,7 +67,9 @@ def make_regression(n: int, n_dims: int, n_points: int, noise_std: float, genera
     return tokens, targets
 
 
-def _check(settings: Any) -> None:
+def check_settings(settings: Any) -> None:
+    """ValueError naming the first out-of-range setting (also run by lottery.validate before any training)."""
+
     def positive(key: str, minimum: int = 1) -> None:
         value = getattr(settings, key)
         if value < minimum:
@@ -91,7 +93,7 @@ def _check(settings: Any) -> None:
 
 def load_icl(settings: Any) -> Splits:
     """The prompts of `settings` (a RecallDataConfig or RegressionDataConfig), with the task that scores them."""
-    _check(settings)
+    check_settings(settings)
     train_gen, test_gen = _generator(settings.data_seed, 0), _generator(settings.data_seed, 1)
     if settings.name == "icl_recall":
         args = (settings.n_keys, settings.n_values, settings.n_pairs)

@@ -1,0 +1,89 @@
+"""Checks of the transformer, in-context data and structured pruning settings, run by lottery.validate before any
+training; each error names the setting, its value and the fix."""
+
+from __future__ import annotations
+
+from lottery.config import LotteryConfig
+from lottery.core.unit_scores import SCORES
+from lottery.core.units import KINDS
+from lottery.data.icl import ICL_DATASETS, check_settings
+from lottery.models.mlp import scaled
+from lottery.validate import ConfigError
+
+PROCEDURES = ("no_retrain", "imp", "both")
+UNIT_SCOPES = ("global", "layerwise")
+
+
+def _subset(key: str, values: list, allowed: tuple[str, ...], empty_ok: bool = False) -> None:
+    bad = [v for v in values if v not in allowed]
+    if bad or len(set(values)) != len(values) or (not values and not empty_ok):
+        raise ConfigError(f"{key}={list(values)} must list distinct values from {list(allowed)}, e.g. [{allowed[0]}]")
+
+
+def check_transformer(cfg: LotteryConfig) -> None:
+    m = cfg.model
+    if m.n_layers < 1 or m.n_heads < 1 or m.d_mlp < 1:
+        raise ConfigError(
+            f"model.n_layers={m.n_layers}, model.n_heads={m.n_heads} and model.d_mlp={m.d_mlp} must be at least 1"
+        )
+    if scaled(m.d_model, m.width) % m.n_heads:
+        raise ConfigError(
+            f"model.d_model={m.d_model} times model.width={m.width} is {scaled(m.d_model, m.width)}, which "
+            f"model.n_heads={m.n_heads} heads cannot share evenly; pick a d_model, width or head count that divides"
+        )
+    if m.positions not in ("learned", "rotary"):
+        raise ConfigError(f"model.positions={m.positions!r} is not one of learned, rotary")
+    if m.tied and cfg.data.name != "icl_recall":
+        raise ConfigError(f"model.tied=true shares a token embedding, which data.name={cfg.data.name!r} has not")
+
+
+def check_structured(cfg: LotteryConfig) -> None:
+    transformer = cfg.model.name == "transformer" or str(getattr(cfg.model, "_target_", "")).endswith("Transformer")
+    icl = cfg.data.name in ICL_DATASETS
+    if transformer and not icl:
+        raise ConfigError(
+            f"model=transformer reads prompts of in-context tasks, not data.name={cfg.data.name!r}; "
+            f"use data={' or data='.join(ICL_DATASETS)}"
+        )
+    if icl and not transformer:
+        raise ConfigError(
+            f"data.name={cfg.data.name!r} holds sequence prompts that model={cfg.model.name} cannot read; "
+            "use model=transformer"
+        )
+    if transformer:
+        check_transformer(cfg)
+    if icl:
+        try:
+            check_settings(cfg.data)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    s = cfg.structured
+    if s.procedure not in PROCEDURES:
+        raise ConfigError(f"structured.procedure={s.procedure!r} is not one of {PROCEDURES}")
+    _subset("structured.units", s.units, KINDS)
+    if s.score not in SCORES:
+        raise ConfigError(f"structured.score={s.score!r} is not one of {SCORES} (random is the control branch)")
+    if s.scope not in UNIT_SCOPES:
+        raise ConfigError(f"structured.scope={s.scope!r} is not one of {UNIT_SCOPES}")
+    if s.score_examples < 1:
+        raise ConfigError(f"structured.score_examples={s.score_examples} must be a positive number of prompts")
+    _subset("structured.grid_units", s.grid_units, KINDS)
+    _subset("structured.grid_scores", s.grid_scores, (*SCORES, "random"))
+    if not s.grid or any(not 0.0 < x < 1.0 for x in s.grid) or sorted(set(s.grid)) != list(s.grid):
+        raise ConfigError(
+            f"structured.grid={list(s.grid)} must be increasing fractions of units removed in (0, 1), e.g. [0.1, 0.5]"
+        )
+    if s.random_draws < 1:
+        raise ConfigError(f"structured.random_draws={s.random_draws} must be at least 1")
+    if cfg.pruning.strategy != "structured":
+        return
+    if not transformer:
+        raise ConfigError(
+            f"pruning.strategy=structured removes attention heads and MLP units, which model={cfg.model.name} does "
+            "not have; use model=transformer (or pruning.strategy=magnitude)"
+        )
+    if cfg.pruning.ignore or cfg.pruning.overrides:
+        raise ConfigError(
+            f"pruning.ignore={list(cfg.pruning.ignore)} and pruning.overrides={dict(cfg.pruning.overrides)} select "
+            "weights; structured pruning selects unit kinds with structured.units=[heads, mlp_units, mlp_blocks]"
+        )

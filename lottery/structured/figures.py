@@ -1,0 +1,156 @@
+"""Figures of the structured report (files only, no display):
+
+heads_curve.png     test accuracy against the share of units removed, per unit kind: no-retrain curves for each
+                    score with the random control (mean and spread over draws), structured IMP and its controls
+heads_survival.png  per layer x head: importance of each head by each score, crossed out where removal at the
+                    removable fraction takes it; then the heads that survive each structured IMP level
+icl_by_context.png  accuracy by number of in-context examples: dense, and with heads removed
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+STYLE = {"magnitude": ("C0", "o", "-"), "gradient": ("C1", "s", "-"), "random": ("0.45", "x", "--")}
+BRANCH_STYLE = {"random_prune": ("0.3", "x", ":"), "oneshot": ("C2", "d", "-."), "random_reinit": ("C4", "^", ":")}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _references(ax, report: dict[str, Any]) -> None:
+    dense, tol = 100 * report["dense"]["test_acc"], 100 * report["tolerance"]
+    ax.axhline(dense, color="k", lw=0.8, label=f"dense {dense:.1f}%")
+    ax.axhline(dense - tol, color="k", lw=0.6, ls=":", label=f"dense - {tol:g} pt")
+    ax.axhline(100 * report["chance"], color="C3", lw=0.8, ls=":", label=f"chance {100 * report['chance']:.1f}%")
+
+
+def plot_curves(report: dict[str, Any], out: Path) -> None:
+    plt = _plt()
+    kinds = list(dict.fromkeys([*report.get("no_retrain", {}), *report.get("imp", {}).get("units", [])]))
+    if not kinds:
+        return
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.2 * len(kinds), 4.2), squeeze=False)
+    dense = 100 * report["dense"]["test_acc"]
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for score, result in report.get("no_retrain", {}).get(kind, {}).items():
+            colour, marker, line = STYLE.get(score, ("C5", ".", "-"))
+            xs = [0.0] + [100 * p["fraction"] for p in result["curve"]]
+            ys = [dense] + [100 * p["acc"] for p in result["curve"]]
+            label = f"{score}, no retraining (removable {100 * result['removable_fraction']:.0f}%)"
+            ax.plot(xs, ys, color=colour, marker=marker, ls=line, ms=3, label=label)
+            if score == "random":
+                sd = [0.0] + [100 * p["acc_sd"] for p in result["curve"]]
+                ax.fill_between(
+                    xs,
+                    [y - s for y, s in zip(ys, sd, strict=True)],
+                    [y + s for y, s in zip(ys, sd, strict=True)],
+                    color=colour,
+                    alpha=0.2,
+                )
+        imp = report.get("imp")
+        if imp and kind in imp["units"]:
+            lines = [("IMP " + imp["score"] + ", retrained", imp["trunk"], ("k", "^", "-"))]
+            lines += [(f"{b} control", v, BRANCH_STYLE.get(b, ("C6", ".", ":"))) for b, v in imp["branches"].items()]
+            for label, summary, (colour, marker, line) in lines:
+                rows = summary["levels"]
+                if not rows:
+                    continue
+                ax.plot(
+                    [100 * r["removed"][kind] for r in rows],
+                    [100 * r["test_acc"] for r in rows],
+                    color=colour,
+                    marker=marker,
+                    ls=line,
+                    ms=4,
+                    label=f"{label} (removable {100 * summary['removable'][kind]:.0f}%)",
+                )
+        _references(ax, report)
+        ax.set_xlabel(f"{kind.replace('_', ' ')} removed (%)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{kind.replace('_', ' ')} ({report['unit_totals'][kind]} in all)", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+
+
+def plot_survival(report: dict[str, Any], no_retrain: dict[str, Any] | None, out: Path) -> None:
+    plt = _plt()
+    panels = []  # (title, values grid, removed grid or None, colour map)
+    for score, by_kind in ((no_retrain or {}).get("scores") or {}).items():
+        if "heads" not in by_kind:
+            continue
+        result = report["no_retrain"]["heads"][score]
+        fraction = result["removable_fraction"] or 0.5
+        point = min(no_retrain["curves"]["heads"][score], key=lambda p: abs(p["fraction"] - fraction))
+        removed = [[not k for k in row] for row in point["kept"]]
+        title = f"{score} importance; x: removed at {100 * point['fraction']:.0f}%"
+        panels.append((title, by_kind["heads"], removed, "viridis"))
+    for row in report.get("imp", {}).get("trunk", {}).get("levels", [])[1:]:
+        title = f"IMP level {row['level']}: {100 * (1 - row['removed']['heads']):.0f}% of heads survive"
+        panels.append((title, row["heads"], None, "Greens"))
+    if not panels:
+        return
+    panels = panels[:8]
+    layers, heads = report["heads_grid"]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(0.45 * heads * len(panels) + 1.8 * len(panels), 0.45 * layers + 1.6), squeeze=False
+    )
+    for ax, (title, values, removed, cmap) in zip(axes[0], panels, strict=True):
+        image = ax.imshow(
+            values, cmap=cmap, aspect="auto", vmin=0 if removed is None else None, vmax=1 if removed is None else None
+        )
+        for i in range(layers):
+            for j in range(heads):
+                if removed is not None and removed[i][j]:
+                    ax.text(j, i, "x", ha="center", va="center", color="w", fontsize=8)
+        ax.set_xticks(range(heads))
+        ax.set_yticks(range(layers))
+        ax.set_xlabel("head")
+        ax.set_ylabel("layer")
+        ax.set_title(title, fontsize=7)
+        if removed is not None:
+            fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+
+
+def plot_by_context(report: dict[str, Any], no_retrain: dict[str, Any] | None, out: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    dense = report["dense"]["by_context"]
+    ax.plot(dense["examples"], [100 * a for a in dense["acc"]], color="k", marker="o", ms=3, label="dense")
+    curves = (no_retrain or {}).get("curves", {}).get("heads", {})
+    removable = report.get("no_retrain", {}).get("heads", {})
+    for score, points in curves.items():
+        fraction = removable.get("gradient", {}).get("removable_fraction") or 0.5
+        point = min(points, key=lambda p: abs(p["fraction"] - fraction))
+        colour, marker, line = STYLE.get(score, ("C5", ".", "-"))
+        ctx = point["by_context"]
+        ax.plot(
+            ctx["examples"],
+            [100 * a for a in ctx["acc"]],
+            color=colour,
+            marker=marker,
+            ls=line,
+            ms=3,
+            label=f"{100 * point['fraction']:.0f}% of heads removed by {score}",
+        )
+    ax.axhline(100 * report["chance"], color="C3", lw=0.8, ls=":", label="chance")
+    ax.set_xlabel("in-context examples before the query")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(out, dpi=150)
+    plt.close(fig)

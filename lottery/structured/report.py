@@ -1,0 +1,124 @@
+"""The per-run structured report, seed_<s>/structured.json, with its figures (lottery/structured/figures.py).
+
+For each procedure, score and unit kind: the largest fraction of the units removable with at most
+`ticket.match_tolerance` loss of test accuracy against the dense network. Along a curve (the no-retrain grid, or the
+levels of structured IMP and of each control branch) that is the last point before the first one below
+dense - tolerance, so a lucky point beyond a failure does not count. Also: the dense model's accuracy beside chance,
+accuracy by number of in-context examples, and the compact export of every structured IMP level (parameters, forward
+time, largest output difference from the masked model).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lottery.core import artifacts
+from lottery.core.units import contract
+from lottery.layout import LevelPaths
+from lottery.structured.export import compare
+from lottery.structured.no_retrain import evaluate
+from lottery.structured.scoring import load_network
+
+if TYPE_CHECKING:
+    from lottery.imp import Setup
+
+COMPACT_BATCH = 512  # test prompts per timed forward pass
+
+
+def removable(points: list[tuple[float, float]], dense_acc: float, tolerance: float) -> float:
+    """The largest fraction removed, walking `points` (fraction, accuracy) by increasing fraction, before the first
+    accuracy below dense_acc - tolerance (0.0 when the first point already fails)."""
+    best = 0.0
+    for fraction, acc in sorted(points):
+        if acc < dense_acc - tolerance:
+            break
+        best = fraction
+    return best
+
+
+def level_rows(level_dirs: list[Path], layout) -> list[dict[str, Any]]:
+    """Per finished level: its test accuracy, and per unit kind the survivors and the fraction removed."""
+    rows = []
+    for d in level_dirs:
+        lp = LevelPaths(d)
+        if not lp.done:
+            continue
+        metrics = artifacts.read_json(lp.metrics, "level metrics")
+        units = contract(artifacts.load_torch(lp.mask, "mask"), layout)
+        rows.append(
+            {
+                "level": metrics["level"],
+                "test_acc": metrics["test_acc"],
+                "test_loss": metrics["test_loss"],
+                "removed": {k: 1.0 - int(u.sum()) / u.numel() for k, u in units.items()},
+                "heads": units["heads"].int().tolist(),
+                "dir": str(d),
+            }
+        )
+    return sorted(rows, key=lambda r: r["level"])
+
+
+def imp_summary(rows: list[dict[str, Any]], kinds: list[str], dense_acc: float, tolerance: float) -> dict[str, Any]:
+    return {
+        "levels": [{k: v for k, v in r.items() if k != "dir"} for r in rows],
+        "removable": {
+            k: removable([(r["removed"][k], r["test_acc"]) for r in rows], dense_acc, tolerance) for k in kinds
+        },
+    }
+
+
+def write_report(setup: Setup, no_retrain: dict[str, Any] | None) -> dict[str, Any]:
+    from lottery.structured.figures import plot_by_context, plot_curves, plot_survival
+
+    paths, plan = setup.paths, setup.plan
+    tolerance = setup.cfg.ticket.match_tolerance
+    dm = setup.datamodule
+    load = lambda d: load_network(setup, artifacts.load_torch(LevelPaths(d).weights, "weights"))  # noqa: E731
+    trunk = level_rows(sorted(paths.seed_dir.glob("level_*")), plan.layout)
+    if not trunk or trunk[0]["level"] != 0:
+        raise artifacts.ArtifactError(f"the structured report needs the trained level 0 in {paths.level(0).dir}")
+    dense_network = load(paths.level(0).dir)
+    dense = evaluate(dense_network, dm.task, dm.x_test, dm.y_test)
+    report: dict[str, Any] = {
+        "tolerance": tolerance,
+        "dense": {"test_acc": dense["acc"], "test_loss": dense["loss"], "by_context": dense["by_context"]},
+        "chance": dm.task.chance(dm.y_test),
+        "unit_totals": {k: plan.layout.size(k) for k in plan.layout.grids},
+        "heads_grid": list(plan.layout.grids["heads"]),
+    }
+    if no_retrain is not None:
+        report["no_retrain"] = {
+            kind: {
+                score: {
+                    "removable_fraction": removable(
+                        [(p["fraction"], p["acc"]) for p in points], dense["acc"], tolerance
+                    ),
+                    "curve": [{k: p[k] for k in ("fraction", "removed", "acc", "acc_sd", "loss")} for p in points],
+                }
+                for score, points in by_score.items()
+            }
+            for kind, by_score in no_retrain["curves"].items()
+        }
+    if len(trunk) > 1 or any(paths.seed_dir.glob("branch_*/level_*")):
+        kinds = list(plan.kinds)
+        imp = {"score": plan.score, "units": kinds, "trunk": imp_summary(trunk, kinds, dense["acc"], tolerance)}
+        imp["branches"] = {}
+        for b in sorted(paths.seed_dir.glob("branch_*")):
+            rows = level_rows(sorted(b.glob("level_*")), plan.layout)
+            imp["branches"][b.name.removeprefix("branch_")] = imp_summary(rows, kinds, dense["acc"], tolerance)
+        x = dm.x_test[:COMPACT_BATCH]
+        imp["compact"] = [
+            {"level": r["level"], **compare(load(Path(r["dir"])), contract_of(Path(r["dir"]), plan.layout), x)}
+            for r in trunk
+        ]
+        report["imp"] = imp
+    artifacts.write_json(report, paths.seed_dir / "structured.json")
+    plot_curves(report, paths.seed_dir / "heads_curve.png")
+    plot_survival(report, no_retrain, paths.seed_dir / "heads_survival.png")
+    plot_by_context(report, no_retrain, paths.seed_dir / "icl_by_context.png")
+    return report
+
+
+def contract_of(level_dir: Path, layout):
+    return contract(artifacts.load_torch(LevelPaths(level_dir).mask, "mask"), layout)
