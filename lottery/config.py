@@ -62,7 +62,7 @@ class DataConfig:
 
 @dataclass
 class RecallDataConfig(DataConfig):
-    """Associative recall prompts (lottery/data/icl.py): k_1 v_1 ... k_K; every repeated key is a query."""
+    """Associative recall prompts (lottery/data/icl.py): keys, each followed by its pair; repeated keys are queries."""
 
     num_train: int = 40000  # prompts in the training pool (the validation split is carved from it)
     num_test: int = 2000  # held-out prompts that score each level
@@ -70,6 +70,7 @@ class RecallDataConfig(DataConfig):
     n_keys: int = 16  # distinct key tokens
     n_values: int = 16  # distinct value tokens (chance accuracy is 1 / n_values)
     n_pairs: int = 24  # key-value pairs per prompt (sequence length 2 * n_pairs - 1)
+    format: str = "pair"  # pair: a pair is one token (one attention layer suffices) | split: an induction task
 
 
 @dataclass

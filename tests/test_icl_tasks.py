@@ -27,13 +27,20 @@ def test_the_prompts_are_deterministic_given_their_seed(settings):
     assert torch.equal(state, torch.get_rng_state())  # private generators: the global stream is untouched
 
 
-def test_recall_queries_are_the_values_paired_with_earlier_occurrences_of_their_key():
-    splits = load("icl_recall", settings=RECALL)
+@pytest.mark.parametrize("form", ["pair", "split"])
+def test_recall_queries_are_the_pairs_of_earlier_occurrences_of_their_key(form):
+    splits = load("icl_recall", settings=RecallDataConfig(**{**vars(RECALL), "format": form}))
     x, y = splits.x_train, splits.y_train
-    assert x.shape == y.shape == (300, 2 * 9 - 1) and splits.num_classes == 12 and splits.input_shape == (17,)
+    vocab = 5 + 7 * (5 if form == "pair" else 1)
+    assert x.shape == y.shape == (300, 2 * 9 - 1) and splits.num_classes == vocab and splits.input_shape == (17,)
     keys, values = x[:, 0::2], x[:, 1::2]
-    assert bool((keys < 5).all()) and bool((values >= 5).all()) and bool((values < 12).all())
-    assert bool((y[:, 1::2] == IGNORE).all())  # value positions are never queries
+    assert bool((keys < 5).all()) and bool((values >= 5).all()) and bool((values < vocab).all())
+    if form == "pair":  # a pair token names its key
+        assert torch.equal((values - 5) // 7, keys[:, :-1])
+    else:
+        other = load("icl_recall", settings=RECALL)  # the same keys and tables, encoded as pairs
+        assert torch.equal(other.x_train[:, 0::2], keys) and torch.equal((other.x_train[:, 1::2] - 5) % 7 + 5, values)
+    assert bool((y[:, 1::2] == IGNORE).all())  # pair positions are never queries
     for p in range(50):
         table = {}
         for i in range(9):

@@ -36,11 +36,12 @@ def test_schema_defaults_are_pinned():
     }
     common = {"num_train": 40000, "num_test": 2000, "data_seed": 1234}
     recall, regression = defaults(C.RecallDataConfig), defaults(C.RegressionDataConfig)
-    assert {k: recall[k] for k in (*common, "n_keys", "n_values", "n_pairs")} == {
+    assert {k: recall[k] for k in (*common, "n_keys", "n_values", "n_pairs", "format")} == {
         **common,
         "n_keys": 16,
         "n_values": 16,
         "n_pairs": 24,
+        "format": "pair",
     }
     assert {k: regression[k] for k in (*common, "n_dims", "n_points", "noise_std", "acc_tolerance")} == {
         **common,
@@ -89,6 +90,7 @@ def test_hashes_cover_what_changes_results_and_nothing_else():
         (["model=transformer", "data=icl_recall", "model.positions=alibi"], "model.positions='alibi'"),
         (["model=transformer", "data=icl_regression", "model.tied=true"], "model.tied=true"),
         (["model=transformer", "data=icl_recall", "data.n_pairs=1"], "data.n_pairs=1"),
+        (["model=transformer", "data=icl_recall", "data.format=tokens"], "data.format='tokens'"),
         (["model=transformer", "data=icl_regression", "data.acc_tolerance=0"], "data.acc_tolerance=0"),
         (["model=transformer", "data=icl_recall", "structured.units=[head]"], "structured.units=['head']"),
         (["model=transformer", "data=icl_recall", "structured.score=random"], "structured.score='random'"),

@@ -42,7 +42,7 @@ def load(path):
 def network_with(seed_dir, level_dir):
     config = yaml.safe_load((seed_dir / "config.yaml").read_text())
     model = {k: v for k, v in config["model"].items() if k not in ("name", "_target_")}
-    network = Transformer((11,), 6, **model)
+    network = Transformer((11,), 3 + 3 * 3, **model)  # 3 keys and their 9 pair tokens
     network.load_state_dict(load(level_dir / "weights.pt"))
     return network.eval()
 
@@ -162,18 +162,22 @@ def test_regression_prompts_run_the_no_retrain_grid(run_tiny):
     assert results["dense"]["by_context"]["examples"] == [0, 1, 2, 3, 4]
 
 
-def test_lottery_compare_reports_head_overlap_and_rank_correlations_across_seeds(run_tiny, tmp_path):
+def test_lottery_compare_reports_head_overlap_and_rank_correlations_across_seeds_and_tasks(run_tiny, tmp_path):
     from lottery.compare import main
 
     for seed in (0, 1):
         _, seed_dir = run_tiny(*ICL, "structured.procedure=no_retrain", f"seed={seed}")
-    assert main([str(seed_dir.parent.parent), "--out", str(tmp_path / "report")]) == 0
+    run_tiny(*ICL, "structured.procedure=no_retrain", "data.n_values=4")  # another task, the same 2 x 4 heads
+    assert main([str(seed_dir.parent.parent.parent), "--out", str(tmp_path / "report")]) == 0
     import csv
 
     read = lambda name: list(csv.DictReader((tmp_path / "report" / name).read_text().splitlines()))  # noqa: E731
     overlap, spearman = read("head_overlap.csv"), read("head_spearman.csv")
     assert {r["point"] for r in overlap} >= {"no_retrain/gradient/0.5", "no_retrain/magnitude/0.75"}
     assert all(0.0 <= float(r["jaccard"]) <= 1.0 for r in overlap)
-    assert {(r["across"], r["score"]) for r in spearman} == {("seeds", "gradient"), ("seeds", "magnitude")}
+    pairs = {(r["across"], r["score"]) for r in spearman}
+    assert pairs == {(a, s) for a in ("seeds", "experiments") for s in ("gradient", "magnitude")}
     assert all(-1.0 <= float(r["spearman"]) <= 1.0 for r in spearman)
+    across_tasks = [r for r in spearman if r["across"] == "experiments"]
+    assert all(r["a"].endswith("seed_0") and r["b"].endswith("seed_0") for r in across_tasks)
     assert (tmp_path / "report" / "heads_removed.png").stat().st_size > 0

@@ -1,9 +1,13 @@
 """In-context learning prompts, generated on the fly from a seed (nothing downloads, nothing is stored):
 
-    icl_recall      associative recall: pairs k_1 v_1 k_2 v_2 ... k_K, keys drawn with replacement from `n_keys`,
-                    each prompt with its own random key -> value table. Every key that occurred earlier in the prompt
-                    is a query: the model must predict its value at the key's position (an induction head's job);
-                    the last key always repeats an earlier one (the final query). Chance is 1 / n_values.
+    icl_recall      associative recall: key-value pairs, keys drawn with replacement from `n_keys`, each prompt
+                    with its own random key -> value table. Every key is followed by its pair; a key that occurred
+                    earlier in the prompt is a query, and the model must predict the pair that follows it from the
+                    earlier one; the last key always repeats an earlier one (the final query). Chance is 1 / n_values.
+                    format=pair: k_1 P_1 k_2 P_2 ... k_K, P_i one token for the pair (k_i, v_i); one attention layer
+                    can look the value up. format=split: k_1 v_1 k_2 v_2 ... k_K, the value its own token, so the
+                    model needs an induction circuit (a previous-token head feeding a matching head in a later
+                    layer), which a small model learns abruptly after a plateau of thousands of steps.
     icl_regression  linear regression (Garg et al. 2022): x_1 y_1 ... x_K with x ~ N(0, I_d), w ~ N(0, I_d) per prompt
                     and y = w.x + noise; the model predicts y_i at x_i's position, from the i pairs before it.
                     x-tokens are [x, 0], y-tokens [0, ..., 0, y] (d + 1 inputs).
@@ -39,13 +43,16 @@ def _interleave(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out[:, :-1]
 
 
-def make_recall(n: int, n_keys: int, n_values: int, n_pairs: int, generator: torch.Generator):
-    """(tokens (n, 2K-1) int64, targets (n, 2K-1) int64). Keys are tokens 0..n_keys-1, values n_keys.."""
+def make_recall(n: int, n_keys: int, n_values: int, n_pairs: int, generator: torch.Generator, pair: bool = True):
+    """(tokens (n, 2K-1) int64, targets (n, 2K-1) int64). Keys are tokens 0..n_keys-1; then pair tokens
+    n_keys + key * n_values + value (pair=True), or value tokens n_keys + value (pair=False). The same generator
+    state gives the same keys and tables in both formats."""
     keys = torch.randint(n_keys, (n, n_pairs), generator=generator)
     earlier = torch.randint(n_pairs - 1, (n,), generator=generator)
     keys[:, -1] = keys[torch.arange(n), earlier]  # the final query repeats an earlier key
     table = torch.randint(n_values, (n, n_keys), generator=generator)
-    values = n_keys + table.gather(1, keys)
+    values = table.gather(1, keys)
+    values = n_keys + (keys * n_values + values if pair else values)
     onehot = torch.nn.functional.one_hot(keys, n_keys)
     before = onehot.cumsum(1) - onehot  # occurrences of each key strictly before pair i
     seen = before.gather(2, keys[..., None])[..., 0] > 0
@@ -78,6 +85,8 @@ def check_settings(settings: Any) -> None:
     positive("num_train", 2)
     positive("num_test")
     if settings.name == "icl_recall":
+        if settings.format not in ("pair", "split"):
+            raise ValueError(f"data.format={settings.format!r} is not pair or split")
         positive("n_keys")
         positive("n_values", 2)
         positive("n_pairs", 2)
@@ -97,9 +106,10 @@ def load_icl(settings: Any) -> Splits:
     train_gen, test_gen = _generator(settings.data_seed, 0), _generator(settings.data_seed, 1)
     if settings.name == "icl_recall":
         args = (settings.n_keys, settings.n_values, settings.n_pairs)
-        x_train, y_train = make_recall(settings.num_train, *args, train_gen)
-        x_test, y_test = make_recall(settings.num_test, *args, test_gen)
-        vocab = settings.n_keys + settings.n_values
+        pair = settings.format == "pair"
+        x_train, y_train = make_recall(settings.num_train, *args, train_gen, pair)
+        x_test, y_test = make_recall(settings.num_test, *args, test_gen, pair)
+        vocab = settings.n_keys + settings.n_values * (settings.n_keys if pair else 1)
         return Splits(x_train, y_train, x_test, y_test, num_classes=vocab, task=TokenRecall(settings.n_values))
     args = (settings.n_dims, settings.n_points, settings.noise_std)
     x_train, y_train = make_regression(settings.num_train, *args, train_gen)
