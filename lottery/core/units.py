@@ -46,11 +46,6 @@ class UnitLayout:
     grids: dict[str, tuple[int, ...]]  # kind -> shape of its unit grid; the first axis is always the layer
     slices: dict[str, tuple[tuple[Slice, ...], ...]]  # kind -> each unit's slices, units in row-major grid order
 
-    def check_kinds(self, kinds: object, what: str) -> None:
-        bad = [k for k in kinds if k not in self.grids]  # type: ignore[union-attr]
-        if bad:
-            raise UnitConfigError(f"{what}={list(kinds)} names {bad}; unit kinds are {list(self.grids)}")  # type: ignore[call-overload]
-
     def size(self, kind: str) -> int:
         return len(self.slices[kind])
 
@@ -131,18 +126,21 @@ def keep_top(
     out = {}
     for kind, score in scores.items():
         live = alive[kind]
-        ranked = torch.where(live, score.detach().float().cpu(), torch.tensor(float("-inf")))
+        ranked = torch.where(live, score.detach().double().cpu(), torch.tensor(float("-inf"), dtype=torch.float64))
         rows = ranked.reshape(1, -1) if scope == "global" else ranked.reshape(ranked.shape[0], -1)
         live_rows = live.reshape(rows.shape)
-        targets = [keep[kind]] if scope == "global" else list(keep[kind])  # type: ignore[arg-type]
+        target = keep[kind]
+        targets = [target] if isinstance(target, int) else list(target)
+        if len(targets) != rows.shape[0]:
+            raise UnitConfigError(f"{kind}: scope={scope!r} needs {rows.shape[0]} keep counts, got {target!r}")
         kept = torch.zeros(rows.shape, dtype=torch.bool)
-        for r, target in enumerate(targets):
-            if target > int(live_rows[r].sum()):
+        for r, count in enumerate(targets):
+            if count > int(live_rows[r].sum()):
                 raise UnitConfigError(
-                    f"{kind}: the target keeps {target} units but only {int(live_rows[r].sum())} survive; "
+                    f"{kind}: the target keeps {count} units but only {int(live_rows[r].sum())} survive; "
                     "unit densities must not grow between levels"
                 )
-            kept[r, torch.sort(rows[r], descending=True, stable=True).indices[:target]] = True
+            kept[r, torch.sort(rows[r], descending=True, stable=True).indices[:count]] = True
         out[kind] = kept.view(live.shape)
     return out
 

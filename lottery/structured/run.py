@@ -40,13 +40,14 @@ def summary_table(report: dict[str, Any]) -> Table:
             table.add_row("no retraining", score, kind, f"{fraction:.0%}", f"{at[0]:.2%}" if at else f"{dense:.2%}")
     imp = report.get("imp")
     if imp:
-        lines = [(f"IMP, {imp['score']}", imp["trunk"])] + [
-            (f"IMP control: {b}", v) for b, v in imp["branches"].items()
-        ]
-        for name, summary in lines:
+        # what chose the removed units: the score, chance, or (random_reinit) the trunk's mask
+        chosen_by = {"random_prune": "random", "oneshot": imp["score"], "random_reinit": "trunk's units"}
+        lines = [("IMP", imp["score"], imp["trunk"])]
+        lines += [(f"IMP {b}", chosen_by.get(b, b), v) for b, v in imp["branches"].items()]
+        for name, score, summary in lines:
             for kind, fraction in summary["removable"].items():
                 at = [r["test_acc"] for r in summary["levels"] if r["removed"][kind] == fraction]
-                table.add_row(name, imp["score"], kind, f"{fraction:.0%}", f"{max(at):.2%}" if at else f"{dense:.2%}")
+                table.add_row(name, score, kind, f"{fraction:.0%}", f"{max(at):.2%}" if at else f"{dense:.2%}")
     table.caption = (
         f"dense test accuracy {dense:.2%}, chance {report['chance']:.2%}, tolerance {tol:.1%} (ticket.match_tolerance)"
     )
