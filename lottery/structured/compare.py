@@ -108,6 +108,21 @@ def spearman_rows(experiments: list[Experiment]) -> list[dict[str, Any]]:
     return rows
 
 
+def overlap_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="surviving heads: Jaccard overlap across seeds (mean over pairs) against random sets")
+    for column in ("configuration", "point", "heads kept", "pairs", "jaccard", "random"):
+        text = column in ("configuration", "point")
+        table.add_column(column, justify="left" if text else "right", overflow="fold" if text else "ellipsis")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["label"], r["point"]), []).append(r)
+    for (label, point), rs in groups.items():
+        jac, rand = (statistics.fmean(r[key] for r in rs) for key in ("jaccard", "random_jaccard"))
+        kept = statistics.fmean(r["heads_kept"] for r in rs)
+        table.add_row(label, point, f"{kept:g}", str(len(rs)), f"{jac:.3f}", f"{rand:.3f}")
+    return table
+
+
 def structured_report(experiments: list[Experiment], out_dir: Path, console: Console) -> dict[str, list]:
     from lottery.compare import _write_csv
     from lottery.structured.curves import curve_rows, plot_heads_removed
@@ -124,6 +139,7 @@ def structured_report(experiments: list[Experiment], out_dir: Path, console: Con
     _write_csv(result["spearman"], out_dir / "head_spearman.csv")
     _write_csv(result["curves"], out_dir / "heads_removed.csv")
     plot_heads_removed(result["curves"], out_dir / "heads_removed.png")
+    console.print(overlap_table(result["overlap"]))
     table = Table(title="head importance: Spearman rank correlation (mean over pairs)")
     for column in ("across", "score", "pairs", "spearman", "per-layer spearman"):
         table.add_column(column, justify="left" if column in ("across", "score") else "right")
