@@ -124,6 +124,21 @@ def test_structured_imp_removes_whole_heads_per_level_and_the_random_control_mat
     assert not (seed_dir / "no_retrain").exists()  # procedure=imp skips the grid
 
 
+def test_the_export_command_writes_a_compact_model_that_reproduces_the_level(run_tiny, capsys):
+    from lottery.structured.export import main
+    from lottery.structured.rebuild import run_config, splits_of
+
+    _, seed_dir = run_tiny(*ICL, "structured.procedure=imp", "levels=2")
+    assert main([str(seed_dir / "level_2")]) == 0
+    saved = torch.load(seed_dir / "level_2" / "compact.pt", weights_only=True)
+    assert sum(saved["config"]["heads_per_layer"]) == 2 and "max_abs_output_difference" in capsys.readouterr().out
+    compact = Transformer(**saved["config"])
+    compact.load_state_dict(saved["state_dict"])
+    x = splits_of(run_config(seed_dir)).x_test
+    with torch.no_grad():
+        assert torch.allclose(compact.eval()(x), network_with(seed_dir, seed_dir / "level_2")(x), atol=1e-5)
+
+
 def test_gradient_scored_imp_shares_level_0_and_oneshot_equals_the_trunk_at_level_1(run_tiny, tmp_path):
     from lottery.core.unit_scores import gradient_scores
     from lottery.structured.rebuild import run_config, splits_of
