@@ -39,6 +39,10 @@ def branch_mask(setup: Setup, branch: str, level: int) -> M.Mask:
         return trunk
     if branch == "random_prune":
         return random_mask_like(trunk, torch.Generator().manual_seed(branch_seed(setup.cfg.seed, branch, level)))
+    if branch == "early_bird":
+        from lottery.early_bird import early_bird_mask
+
+        return early_bird_mask(setup, level)
     dense_trained = artifacts.load_torch(setup.paths.level(0).weights, "dense trained weights")
     dense = {n: torch.ones(shape, dtype=torch.bool) for n, shape in setup.shapes.items()}
     return prune(dense_trained, dense, setup.plan, level)

@@ -11,6 +11,8 @@ Writes, under a report folder it prints (default <first path>/report):
   mask_overlap.csv/.png         per pair of seeds, level and layer: Jaccard overlap of the kept weights, the overlap
                                 two random masks of the same densities would have, and the sign agreement of the
                                 weights both keep at the rewind point; the figure is a level x layer heatmap
+  instability_vs_rewind.csv/.png  runs with branch=instability: error barrier and ticket accuracy against the rewind
+                                step k of a rewind.step sweep, and the earliest stable k (lottery/stability_report.py)
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ from rich.table import Table
 
 METRICS = ("test_acc", "best_val_acc", "final_val_acc")
 # (marker, line style) per line: the ticket solid, each control its own dash pattern in the configuration's colour.
-LINE_STYLES = {"ticket": ("o", "-"), "random_prune": ("x", "--"), "random_reinit": ("^", ":"), "oneshot": ("s", "-.")}
+LINE_STYLES = {
+    "ticket": ("o", "-"),
+    "random_prune": ("x", "--"),
+    "random_reinit": ("^", ":"),
+    "oneshot": ("s", "-."),
+    "early_bird": ("D", (0, (5, 1))),
+}
 HASHED_SECTIONS = ("model", "data", "optim", "schedule", "pruning", "rewind", "train")
 
 
@@ -195,6 +203,7 @@ def accuracy_report(experiments: list[Experiment], metric: str, out_dir: Path, c
 
 def main(argv: list[str] | None = None) -> int:
     from lottery.overlap_report import overlap_report
+    from lottery.stability_report import instability_report
 
     parser = argparse.ArgumentParser(prog="lottery-compare", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", default=["outputs"], help="output root, experiment name or hash folders")
@@ -218,13 +227,16 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     rows = accuracy_report(experiments, args.metric, out_dir, console)
     overlaps = overlap_report(experiments, out_dir, console)
+    stability = instability_report(experiments, out_dir, console)
     if args.wandb != "disabled":
-        log_to_wandb(out_dir, rows, overlaps, args.wandb)
+        log_to_wandb(out_dir, rows, overlaps, args.wandb, stability)
     console.print(f"report: {out_dir}")
     return 0
 
 
-def log_to_wandb(out_dir: Path, rows: list[dict], overlaps: list[dict], mode: str) -> None:
+def log_to_wandb(
+    out_dir: Path, rows: list[dict], overlaps: list[dict], mode: str, stability: list[dict] | None = None
+) -> None:
     import wandb
 
     run = wandb.init(
@@ -239,6 +251,11 @@ def log_to_wandb(out_dir: Path, rows: list[dict], overlaps: list[dict], mode: st
                 columns=list(overlaps[0]), data=[list(r.values()) for r in overlaps]
             )
             log["compare/mask_overlap_heatmap"] = wandb.Image(str(out_dir / "mask_overlap.png"))
+        if stability:
+            log["compare/instability"] = wandb.Table(
+                columns=list(stability[0]), data=[list(r.values()) for r in stability]
+            )
+            log["compare/instability_vs_rewind"] = wandb.Image(str(out_dir / "instability_vs_rewind.png"))
         run.log(log)
     finally:
         run.finish()

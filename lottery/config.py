@@ -136,6 +136,26 @@ class TicketConfig:
 
 
 @dataclass
+class InstabilityConfig:
+    """branch=instability: linear mode connectivity of each analysed level (see lottery/instability.py)."""
+
+    points: int = 30  # evenly spaced interpolation points between the two copies, endpoints included
+    threshold: float = 0.02  # a level is stable when its test-error barrier is below this (0.02 = 2 points)
+    levels: list[int] | None = None  # trunk levels to analyse; null: every level, 0 (dense) included
+    bn_batches: int = 10  # networks with BatchNorm: training batches that re-estimate its statistics on the path
+
+
+@dataclass
+class EarlyBirdConfig:
+    """branch=early_bird: draw the ticket when the magnitude mask stops changing (see lottery/early_bird.py)."""
+
+    every: str = "50it"  # interval between mask snapshots during the dense search run
+    window: int = 5  # consecutive mask distances that must all be below `threshold` (You et al.: 5)
+    threshold: float = 0.1  # normalised Hamming distance between consecutive masks (You et al.: 0.1)
+    level: int | None = None  # the detector watches the mask of this level's density; null: the last level
+
+
+@dataclass
 class LotteryConfig:
     model: Any = MISSING
     data: DataConfig = MISSING
@@ -147,7 +167,10 @@ class LotteryConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata=NO_HASH)
     logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=NO_HASH)
     ticket: TicketConfig = field(default_factory=TicketConfig, metadata=NO_HASH)
-    # none: the IMP trunk only | random_reinit | random_prune | oneshot: a control beside the trunk's levels
+    instability: InstabilityConfig = field(default_factory=InstabilityConfig, metadata=NO_HASH)
+    early_bird: EarlyBirdConfig = field(default_factory=EarlyBirdConfig, metadata=NO_HASH)
+    # none: the IMP trunk only | random_reinit | random_prune | oneshot: a control beside the trunk's levels |
+    # instability: linear mode connectivity of the levels | early_bird: tickets drawn when the mask settles
     branch: str = field(default="none", metadata=NO_HASH)
     name: str = field(default="default", metadata=NO_HASH)  # experiment name: outputs/<name>/<hash>/
     seed: int = field(default=0, metadata=NO_HASH)  # seeds share a hash so they compare: seed_<s>/ below it

@@ -35,7 +35,9 @@ from lottery.core.hashing import digest, hash_inputs
 from lottery.core.lr_schedule import lr_multiplier
 from lottery.core.pruning import PruningPlan, prune
 from lottery.data.datamodule import TensorDataModule
+from lottery.early_bird import run_early_bird
 from lottery.guard import check_output_folder, estimate_bytes, exclusive
+from lottery.instability import run_instability
 from lottery.layout import RunPaths
 from lottery.level import (
     Start,
@@ -46,7 +48,7 @@ from lottery.level import (
 )
 from lottery.reuse import reuse_level
 from lottery.tracking import Tracker
-from lottery.validate import check_steps, sparsity_schedule, validate
+from lottery.validate import check_levels, check_steps, sparsity_schedule, validate
 
 # Each level's Trainer starts mid-"epoch" when it resumes at step k; our batches are a function of the step (see
 # lottery/data/batches.py), so Lightning's warning about non-resumable dataloaders does not apply.
@@ -152,6 +154,7 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
         base_inputs={k: v for k, v in inputs.items() if not k.startswith("pruning.")} | {"strategy": p.strategy},
         shapes={n: tuple(weights[n].shape) for n in plan.layers},
     )
+    check_levels(cfg, setup.levels)
     num_parameters = sum(p.numel() for p in build_network(model_cfg, datamodule).parameters())
     check_output_folder(setup.paths.seed_dir, estimate_bytes(num_parameters, setup.levels))
     claim(setup.paths, inputs)
@@ -242,12 +245,17 @@ def _run_locked(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> lis
         if branch != "none":
             job_tracker = Tracker(setup.cfg, paths, resolved, branch=branch)
             trackers.append(job_tracker)
-            run_branch(setup, branch, job_tracker)
+            if branch == "instability":
+                run_instability(setup, job_tracker)
+            elif branch == "early_bird":
+                run_early_bird(setup, job_tracker)
+            else:
+                run_branch(setup, branch, job_tracker)
         summary = tickets.write(paths, setup.cfg.ticket.match_tolerance)
         if job_tracker.run is not None:
             figure = paths.seed_dir / "accuracy_vs_density.png"
             plot_tickets(summary, figure)
-            level_dirs = paths.seed_dir if branch == "none" else paths.branch_dir(branch)
+            level_dirs = paths.seed_dir if branch in ("none", "instability") else paths.branch_dir(branch)
             masks = (
                 {int(d.name.removeprefix("level_")): d / "mask.pt" for d in sorted(level_dirs.glob("level_*"))}
                 if setup.cfg.ticket.log_masks

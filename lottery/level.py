@@ -64,8 +64,15 @@ def fit_level(
     start: Start,
     tracker: Tracker,
     capture_rewind: bool = False,
+    data_seed: int | None = None,
+    callbacks: list[L.Callback] | None = None,
+    label: str | None = None,
 ) -> LevelModule:
-    """One fresh Trainer.fit of one level (trunk or branch), resuming its own last checkpoint if there is one."""
+    """One fresh Trainer.fit of one level (trunk or branch), resuming its own last checkpoint if there is one.
+
+    `data_seed`: another data order than the run seed's (the instability analysis's second copy); `callbacks` run
+    before the level's own (so their state is in a checkpoint saved at the same step); `label` names the progress
+    bar (default: the branch folder)."""
     cfg = setup.cfg
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     network = setup.network(seed=cfg.seed)
@@ -98,12 +105,13 @@ def fit_level(
         start_weights=start_weights,
         resume_progress=resuming,
     )
-    callbacks: list[L.Callback] = [ResumeCheckpoint(lp.last_checkpoint, setup.checkpoint_every, setup.total_steps)]
+    callbacks = [*(callbacks or []), ResumeCheckpoint(lp.last_checkpoint, setup.checkpoint_every, setup.total_steps)]
     if capture_rewind:
         callbacks.append(RewindCapture(setup.paths.rewind, setup.rewind_step))
     if cfg.trainer.progress_bar:
-        label = "" if lp.dir.parent == setup.paths.seed_dir else f"{lp.dir.parent.name} "
-        callbacks.append(LevelProgressBar(level, setup.levels, M.density(mask), prefix=label))
+        if label is None:
+            label = "" if lp.dir.parent == setup.paths.seed_dir else lp.dir.parent.name.removeprefix("branch_")
+        callbacks.append(LevelProgressBar(level, setup.levels, M.density(mask), prefix=f"{label} " if label else ""))
     lp.last_checkpoint.parent.mkdir(parents=True, exist_ok=True)
     trainer = L.Trainer(
         max_steps=setup.total_steps,
@@ -122,7 +130,12 @@ def fit_level(
         log_every_n_steps=cfg.train.log_every,
         default_root_dir=str(setup.paths.seed_dir),
     )
-    trainer.fit(module, datamodule=setup.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    run_seed = setup.datamodule.seed
+    setup.datamodule.seed = run_seed if data_seed is None else data_seed  # read by train_dataloader() inside fit
+    try:
+        trainer.fit(module, datamodule=setup.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    finally:
+        setup.datamodule.seed = run_seed
     return module
 
 

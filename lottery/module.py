@@ -114,16 +114,9 @@ class LevelModule(L.LightningModule):
             p.masked_fill_(dead, 0)
 
     # ---- evaluation at fixed steps
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> tuple[float, float]:
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         """(accuracy, mean cross-entropy) of the current network on a whole split, in eval mode."""
-        was_training = self.network.training
-        self.network.eval()
-        logits = torch.cat([self.network(x[i : i + chunk].to(self.device)) for i in range(0, len(x), chunk)])
-        self.network.train(was_training)
-        y = y.to(logits.device)
-        acc = multiclass_accuracy(logits, y, num_classes=self.num_classes, average="micro", validate_args=False)
-        return float(acc), float(F.cross_entropy(logits.float(), y))
+        return evaluate_network(self.network, x, y, self.num_classes, self.device)
 
     def on_train_start(self) -> None:
         self._clock = time.perf_counter()
@@ -167,3 +160,23 @@ class LevelModule(L.LightningModule):
             self.train_seconds = extra["train_seconds"]
         if "torch_rng" in extra:
             torch.set_rng_state(extra["torch_rng"])
+
+
+@torch.no_grad()
+def evaluate_network(
+    network: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    device: torch.device | str = "cpu",
+    chunk: int = 8192,
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of a network on a whole split in eval mode, in chunks of `chunk` examples.
+    Shared by the training loop's evaluations and the analyses that score networks outside a fit (interpolation)."""
+    was_training = network.training
+    network.eval()
+    logits = torch.cat([network(x[i : i + chunk].to(device)) for i in range(0, len(x), chunk)])
+    network.train(was_training)
+    y = y.to(logits.device)
+    acc = multiclass_accuracy(logits, y, num_classes=num_classes, average="micro", validate_args=False)
+    return float(acc), float(F.cross_entropy(logits.float(), y))

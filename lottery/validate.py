@@ -15,7 +15,8 @@ from lottery.core.schedule import SparsitySchedule
 from lottery.data import DATASETS
 
 REWIND_MODES = ("weights", "lr", "finetune")
-BRANCHES = ("none", *CONTROL_BRANCHES)
+ANALYSES = ("instability", "early_bird")  # branches that analyse the trunk rather than control it
+BRANCHES = ("none", *CONTROL_BRANCHES, *ANALYSES)
 LOGGERS = ("wandb", "csv", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 
@@ -64,6 +65,7 @@ def validate(cfg: LotteryConfig) -> None:
     if not 0.0 <= cfg.ticket.match_tolerance < 1.0:
         raise ConfigError(f"ticket.match_tolerance={cfg.ticket.match_tolerance} must lie in [0, 1) (0.01 = 1 point)")
     _one_of("logger.mode", cfg.logger.mode, WANDB_MODES)
+    check_analyses(cfg)
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width={cfg.model.width} must be positive (1.0 is the published size)")
 
@@ -75,3 +77,53 @@ def check_steps(cfg: LotteryConfig, total: int, rewind: int) -> None:
             f"rewind.step={cfg.rewind.step!r} is step {rewind}, at or past the end of training "
             f"(train.duration={cfg.train.duration!r} is {total} steps); rewind to an earlier point such as '0it'"
         )
+
+
+def check_analyses(cfg: LotteryConfig) -> None:
+    """The instability and early-bird settings; checked whichever branch runs, so a sweep fails before its first job."""
+    ins, eb = cfg.instability, cfg.early_bird
+    if ins.points < 2:
+        raise ConfigError(f"instability.points={ins.points} must be at least 2 (the endpoints); the paper uses 30")
+    if not 0.0 < ins.threshold < 1.0:
+        raise ConfigError(f"instability.threshold={ins.threshold} must lie in (0, 1) (0.02 = 2 points of error)")
+    if ins.levels is not None and any(level < 0 for level in ins.levels):
+        raise ConfigError(f"instability.levels={list(ins.levels)} must be trunk levels >= 0, or null for all")
+    if ins.bn_batches < 1:
+        raise ConfigError(f"instability.bn_batches={ins.bn_batches} must be at least 1 batch")
+    if cfg.branch == "instability" and cfg.rewind.mode != "weights":
+        raise ConfigError(
+            f"branch=instability needs rewind.mode=weights (copies trained from the rewind point k), not "
+            f"rewind.mode={cfg.rewind.mode!r}; use rewind=weights or rewind=reset"
+        )
+    if cfg.branch == "early_bird" and cfg.rewind.mode != "weights":
+        raise ConfigError(
+            f"branch=early_bird retrains its tickets from the rewind point like the trunk: it needs "
+            f"rewind.mode=weights, not rewind.mode={cfg.rewind.mode!r}"
+        )
+    if Duration.parse(eb.every) == Duration():
+        raise ConfigError(f"early_bird.every={eb.every!r} is zero; give an interval such as '50it' or '1ep'")
+    if eb.window < 1:
+        raise ConfigError(f"early_bird.window={eb.window} must be at least 1 distance (You et al. use 5)")
+    if not 0.0 < eb.threshold <= 1.0:
+        raise ConfigError(f"early_bird.threshold={eb.threshold} must lie in (0, 1] (You et al. use 0.1)")
+    if eb.level is not None and eb.level < 1:
+        raise ConfigError(f"early_bird.level={eb.level} must be a pruned level >= 1, or null for the last level")
+
+
+def check_levels(cfg: LotteryConfig, levels: int) -> None:
+    """Checks that need the run's number of pruning levels, resolved from `levels` and the schedule."""
+    wanted = cfg.instability.levels
+    beyond = sorted(level for level in (wanted or []) if level > levels)
+    if cfg.branch == "instability" and beyond:
+        raise ConfigError(
+            f"instability.levels={list(wanted)} asks for levels {beyond}, but the run has levels 0..{levels}; "
+            "raise levels= or drop them"
+        )
+    if cfg.branch == "early_bird":
+        if levels < 1:
+            raise ConfigError("branch=early_bird needs at least one pruning level; set levels= to 1 or more")
+        if cfg.early_bird.level is not None and cfg.early_bird.level > levels:
+            raise ConfigError(
+                f"early_bird.level={cfg.early_bird.level} is beyond the run's last level {levels}; lower it or "
+                "raise levels="
+            )
