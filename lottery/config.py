@@ -117,6 +117,8 @@ class TrainConfig:
 class TrainerConfig:
     accelerator: str = "cpu"  # cpu | gpu | auto
     devices: Any = 1
+    # auto: one process | ddp: data-parallel over `devices` processes (spawned per level; see lottery/distributed.py)
+    strategy: str = "auto"
     deterministic: bool = True  # bit-identical resumes on CPU need deterministic kernels
     progress_bar: bool = True
 

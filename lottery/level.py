@@ -20,6 +20,8 @@ from hydra.utils import instantiate
 from lottery.callbacks import LevelProgressBar, ResumeCheckpoint, RewindCapture
 from lottery.core import artifacts
 from lottery.core import masks as M
+from lottery.core.lr_schedule import constant_multiplier
+from lottery.distributed import strategy
 from lottery.layout import LevelPaths
 from lottery.module import LevelModule
 
@@ -79,8 +81,7 @@ def fit_level(
     M.check_compatible(mask, M.prunable_weights(network), source=str(lp.mask))
     lr_lambda = setup.lr_lambda()
     if start.constant_lr is not None:
-        final = start.constant_lr
-        lr_lambda = lambda step: final  # noqa: E731
+        lr_lambda = constant_multiplier(start.constant_lr)
     ckpt_path, start_weights = start.checkpoint, None
     if start.weights is not None:
         if ckpt_path is None:
@@ -118,6 +119,7 @@ def fit_level(
         max_epochs=-1,
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
+        strategy=strategy(cfg.trainer),
         precision=cfg.train.precision,
         deterministic=cfg.trainer.deterministic,
         logger=tracker.level_loggers(level) or False,
@@ -136,6 +138,7 @@ def fit_level(
         trainer.fit(module, datamodule=setup.datamodule, ckpt_path=ckpt_path, weights_only=True)
     finally:
         setup.datamodule.seed = run_seed
+    module.restore_progress(trainer.callback_metrics)  # from the workers, when trainer.strategy=ddp spawned them
     return module
 
 
@@ -162,6 +165,8 @@ def finish_level(
         "steps": setup.total_steps,
         "train_seconds": round(module.train_seconds, 3),
     }
+    if module.processes > 1:
+        metrics["processes"] = module.processes  # trained by DDP; the ranks' weights were checked identical
     if key:
         metrics["level_key"] = setup.level_key(level)
     artifacts.save_torch(weights, lp.weights)

@@ -13,6 +13,7 @@ is a single forward pass over the in-memory split with no DataLoader.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 
@@ -25,6 +26,13 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from lottery.core import masks as M
 
 PREFIX = "network."  # the network's keys inside the LightningModule's state dict
+PROGRESS = (
+    "best_val_acc",
+    "best_val_step",
+    "last_val_acc",
+    "train_seconds",
+    "processes",
+)  # a level's results beside its weights
 
 
 class LevelModule(L.LightningModule):
@@ -68,6 +76,7 @@ class LevelModule(L.LightningModule):
         self.best_val_step = -1
         self.last_val_acc = float("nan")
         self.train_seconds = 0.0
+        self.processes = 1  # DDP processes that trained the level (their weights checked identical)
         self._clock = 0.0
 
     # ---- the model
@@ -136,6 +145,30 @@ class LevelModule(L.LightningModule):
     def on_train_end(self) -> None:
         self.train_seconds += time.perf_counter() - self._clock
         self._clock = time.perf_counter()
+        # Spawned DDP workers send rank 0's weights and callback_metrics back to the driver, not module attributes:
+        # the level's progress travels there (float64, so the values arrive exactly) and restore_progress reads it.
+        if self.trainer.world_size > 1:
+            self.check_ranks_identical()
+        for key in PROGRESS:
+            self.trainer.callback_metrics[f"lottery/{key}"] = torch.tensor(getattr(self, key), dtype=torch.float64)
+
+    @torch.no_grad()
+    def check_ranks_identical(self) -> None:
+        """DDP invariant: every rank ends the level with the same masked weights, bit for bit (the same start, mask
+        and averaged gradients). A digest of each rank's weights is gathered and compared; a mismatch is an error
+        rather than a silently wrong level."""
+        digest = torch.tensor(weights_digest(self.network), dtype=torch.int64, device=self.device)
+        gathered = self.all_gather(digest).reshape(-1).cpu()
+        if not bool((gathered == gathered[0]).all()):
+            raise RuntimeError(f"DDP ranks ended the level with different weights (digests {gathered.tolist()})")
+        self.processes = int(gathered.numel())
+
+    def restore_progress(self, metrics: Mapping[str, torch.Tensor]) -> None:
+        """Take the level's progress from a finished fit's callback_metrics (a no-op for a fit in this process)."""
+        for key in PROGRESS:
+            if f"lottery/{key}" in metrics:
+                value = float(metrics[f"lottery/{key}"])
+                setattr(self, key, int(value) if key in ("best_val_step", "processes") else value)
 
     # ---- checkpoints: progress and RNG in, masked (or swapped) weights out
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -180,3 +213,12 @@ def evaluate_network(
     y = y.to(logits.device)
     acc = multiclass_accuracy(logits, y, num_classes=num_classes, average="micro", validate_args=False)
     return float(acc), float(F.cross_entropy(logits.float(), y))
+
+
+def weights_digest(network: torch.nn.Module) -> int:
+    """A 63-bit digest of the exact bytes of every parameter and buffer, to compare networks across processes."""
+    h = hashlib.sha256()
+    for name, tensor in network.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return int.from_bytes(h.digest()[:8], "little") >> 1

@@ -13,6 +13,7 @@ from lottery.core.lr_schedule import KINDS as SCHEDULES
 from lottery.core.pruning import SCOPES, check_fraction
 from lottery.core.schedule import SparsitySchedule
 from lottery.data import DATASETS
+from lottery.distributed import STRATEGIES
 
 REWIND_MODES = ("weights", "lr", "finetune")
 ANALYSES = ("instability", "early_bird")  # branches that analyse the trunk rather than control it
@@ -66,6 +67,7 @@ def validate(cfg: LotteryConfig) -> None:
         raise ConfigError(f"ticket.match_tolerance={cfg.ticket.match_tolerance} must lie in [0, 1) (0.01 = 1 point)")
     _one_of("logger.mode", cfg.logger.mode, WANDB_MODES)
     check_analyses(cfg)
+    check_trainer(cfg)
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width={cfg.model.width} must be positive (1.0 is the published size)")
 
@@ -126,4 +128,19 @@ def check_levels(cfg: LotteryConfig, levels: int) -> None:
             raise ConfigError(
                 f"early_bird.level={cfg.early_bird.level} is beyond the run's last level {levels}; lower it or "
                 "raise levels="
+            )
+
+
+def check_trainer(cfg: LotteryConfig) -> None:
+    t = cfg.trainer
+    _one_of("trainer.strategy", t.strategy, STRATEGIES)
+    if t.strategy == "ddp":
+        if not isinstance(t.devices, int) or t.devices < 1:
+            raise ConfigError(
+                f"trainer.devices={t.devices!r} must be a number of processes >= 1 for trainer.strategy=ddp"
+            )
+        if cfg.train.batch_size % t.devices:
+            raise ConfigError(
+                f"train.batch_size={cfg.train.batch_size} is the global batch and must divide evenly over "
+                f"trainer.devices={t.devices} processes; use a multiple of {t.devices}"
             )

@@ -62,7 +62,19 @@ class StepBatches:
         return perm[i * self.batch_size : (i + 1) * self.batch_size]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # Under DDP each process takes its slice of the global batch (examples rank, rank + world, ...), so the
+        # averaged gradient is the global batch's and the data order stays a function of the step alone.
+        rank, world = distributed_rank()
         cache: dict = {}
         for step in range(self.start_step(), self.total_steps):
             idx = self.indices(step, cache)
+            if world > 1:
+                idx = idx[rank::world]
             yield self.x[idx], self.y[idx]
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of this process in the default process group; (0, 1) outside distributed training."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
