@@ -50,7 +50,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
     """Run one composed config (what each Hydra job does); also the entry point for tests."""
     from lottery.core import artifacts
-    from lottery.imp import prepare, run
+    from lottery.imp import prepare
+    from lottery.job import run
     from lottery.report import print_ticket_table
 
     settings = OmegaConf.to_object(cfg)  # the typed dataclasses; the driver never sees a DictConfig

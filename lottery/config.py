@@ -155,6 +155,9 @@ class LotteryConfig:
     # more levels extend a run, fewer run a prefix of it.
     levels: int | None = field(default=None, metadata=NO_HASH)
     root: str = field(default="outputs", metadata=NO_HASH)  # output root
+    # Seconds a job waits for another job holding its seed's trunk, branch or ticket summary (lottery/job.py) before
+    # it gives up; null: as long as it takes; 0: refuse at once.
+    lock_timeout: float | None = field(default=None, metadata=NO_HASH)
 
 
 def register() -> None:

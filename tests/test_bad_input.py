@@ -33,6 +33,7 @@ from lottery.validate import ConfigError
         ("model.width=0", ConfigError, "model.width=0"),
         ("schedule.name=exp", ConfigError, "schedule.name='exp'"),
         ("logger.kind=tensorboard", ConfigError, "logger.kind='tensorboard'"),
+        ("lock_timeout=-1", ConfigError, "lock_timeout=-1.0 must be >= 0 seconds"),
     ],
 )
 def test_bad_values_are_refused_before_training(tmp_path, override, error, message):
