@@ -119,6 +119,9 @@ class TrainerConfig:
     devices: Any = 1
     deterministic: bool = True  # bit-identical resumes on CPU need deterministic kernels
     progress_bar: bool = True
+    # torch intra-op threads of this process; null: torch's default, one per core. Jobs running side by side on one
+    # machine must share its cores (2 jobs on 2 cores with 2 threads each ran 10-40x slower).
+    threads: int | None = None
 
 
 @dataclass
