@@ -2,6 +2,8 @@
 
     lottery                                     # the default: MLP on MNIST-1D, 10 levels of 20% global pruning
     lottery -m seed=0,1,2 pruning.fraction=0.2,0.3 model.width=0.5,1,2    # a multirun sweep
+    lottery -m launcher=joblib seed=0,1 branch=none,random_reinit      # jobs side by side on this machine
+    lottery -m launcher=slurm trainer=gpu hydra.launcher.partition=<p> seed=0,1,2   # a SLURM job array
     lottery experiment=lth_lenet_mnist          # a preset from conf/experiment/
 
 Results land in outputs/<name>/<hash>/seed_<s>/level_<L>/; re-running the same command resumes.
