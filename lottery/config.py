@@ -8,11 +8,13 @@ levels) and stay out of the experiment hash; see lottery/core/hashing.py. Units 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 NO_HASH = {"hash": False}
 
@@ -121,6 +123,10 @@ class TrainerConfig:
     strategy: str = "auto"
     deterministic: bool = True  # bit-identical resumes on CPU need deterministic kernels
     progress_bar: bool = True
+    # torch intra-op threads of this process; null: torch's default, one per core. Jobs running side by side on one
+    # machine must share its cores (2 jobs on 2 cores with 2 threads each ran 10-40x slower): launcher=joblib sets
+    # cores // n_jobs, launcher=slurm the task's cpus_per_task.
+    threads: int | None = None
 
 
 @dataclass
@@ -180,10 +186,45 @@ class LotteryConfig:
     # more levels extend a run, fewer run a prefix of it.
     levels: int | None = field(default=None, metadata=NO_HASH)
     root: str = field(default="outputs", metadata=NO_HASH)  # output root
+    # Seconds a job waits for another job holding its seed's trunk, branch or ticket summary (lottery/job.py) before
+    # it gives up; null: as long as it takes; 0: refuse at once.
+    lock_timeout: float | None = field(default=None, metadata=NO_HASH)
+
+
+def cores_per_job(n_jobs: int | None) -> int:
+    """Threads for each of `n_jobs` jobs running at once on this machine's cores (the CPUs this process may use),
+    at least 1. n_jobs follows joblib: -1 is one job per core, -2 all cores but one, null one job."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not n_jobs:
+        jobs = 1
+    elif n_jobs > 0:
+        jobs = n_jobs
+    else:
+        jobs = max(1, cores + 1 + n_jobs)
+    return max(1, cores // jobs)
+
+
+def gpus_per_node(accelerator: str, devices: Any) -> int:
+    """The GPUs a cluster job asks for, following the trainer: 0 for trainer=cpu, `devices` GPUs for trainer=gpu."""
+    if accelerator == "cpu":
+        return 0
+    if accelerator in ("gpu", "cuda"):
+        if isinstance(devices, int) and devices > 0:
+            return devices
+        if isinstance(devices, Sequence) and not isinstance(devices, str) and len(devices) > 0:
+            return len(devices)  # a list of device indices
+    raise ValueError(
+        f"cannot tell how many GPUs a job with trainer.accelerator={accelerator} trainer.devices={devices} needs; "
+        "use trainer=cpu or trainer=gpu with a count of devices, or set hydra.launcher.gpus_per_node=<n>"
+    )
 
 
 def register() -> None:
-    """Register the schemas with Hydra's ConfigStore; conf/*.yaml extend them through their defaults lists."""
+    """Register the schemas with Hydra's ConfigStore (conf/*.yaml extend them through their defaults lists) and the
+    resolvers the launcher presets use (conf/launcher/)."""
+    for name, resolver in (("lottery.cores_per_job", cores_per_job), ("lottery.gpus_per_node", gpus_per_node)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
     cs = ConfigStore.instance()
     cs.store(name="lottery_schema", node=LotteryConfig)
     cs.store(group="model", name="mlp_schema", node=MLPConfig)

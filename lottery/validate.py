@@ -66,6 +66,11 @@ def validate(cfg: LotteryConfig) -> None:
     if not 0.0 <= cfg.ticket.match_tolerance < 1.0:
         raise ConfigError(f"ticket.match_tolerance={cfg.ticket.match_tolerance} must lie in [0, 1) (0.01 = 1 point)")
     _one_of("logger.mode", cfg.logger.mode, WANDB_MODES)
+    if cfg.lock_timeout is not None and cfg.lock_timeout < 0:
+        raise ConfigError(
+            f"lock_timeout={cfg.lock_timeout} must be >= 0 seconds (0 refuses at once), or null to wait as long as "
+            "it takes"
+        )
     check_analyses(cfg)
     check_trainer(cfg)
     if cfg.model.width <= 0:

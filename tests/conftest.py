@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 
 from lottery.cli import CONF_DIR
 
@@ -28,9 +30,16 @@ TINY = [
 ]
 
 
-def compose_config(overrides: list[str] | tuple[str, ...] = ()):
+def compose_config(overrides: list[str] | tuple[str, ...] = (), keep_hydra: bool = False):
+    """The config a Hydra job of `lottery <overrides>` receives: HydraConfig is set, so `${hydra:...}` (the launcher
+    presets use it) resolves, and the `hydra` node is removed unless `keep_hydra`."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    if not keep_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
 
 
 def tiny(root: Path, *extra: str) -> list[str]:
