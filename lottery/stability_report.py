@@ -109,6 +109,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
     ax_barrier.axhline(100 * rows[0]["threshold"], color="grey", linestyle="--", linewidth=1, label="stable below")
     for ax, ylabel in ((ax_barrier, "test-error barrier (%)"), (ax_acc, "ticket test accuracy (%)")):
         ax.set_xscale("symlog", linthresh=10)  # k = 0 sits at the origin, later points on a log scale
+        ax.set_xlim(-2, 1.5 * max(1, max(r["rewind_step"] for r in rows)))  # no empty negative half
         ax.set_xlabel("rewind step k (iterations)")
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
