@@ -149,8 +149,8 @@ def plot(summaries: dict[str, list[dict[str, Any]]], metric: str, out: Path) -> 
             [100 * r["density"] for r in rows],
             [100 * r["mean"] for r in rows],
             yerr=[100 * r["std"] for r in rows],
-            marker=LINE_STYLES.get(line, ("o", "-"))[0],
-            linestyle=LINE_STYLES.get(line, ("o", "-"))[1],
+            marker=line_style(line)[0],
+            linestyle=line_style(line)[1],
             color=colour,
             markersize=3,
             capsize=2,
@@ -170,6 +170,11 @@ def plot(summaries: dict[str, list[dict[str, Any]]], metric: str, out: Path) -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)
     plt.close(fig)
+
+
+def line_style(line: str) -> tuple[str, Any]:
+    """(marker, line style) of a line; early_bird_<settings> lines are drawn like early_bird."""
+    return next((style for name, style in LINE_STYLES.items() if line.startswith(name)), ("o", "-"))
 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:

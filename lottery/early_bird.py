@@ -12,8 +12,10 @@ Tickets"), retrained like the trunk's tickets so that the only difference is the
 3. Report: seed_<s>/branch_early_bird/early_bird.json compares each early-bird ticket with the IMP ticket at the same
    level, and the steps spent finding each mask: L full trainings for IMP, the search's steps for the early bird.
 
-Outputs: branch_early_bird/search/ (weights.pt at the firing step; search.json, written last), level_<L>/ (a level's
-usual files; `lottery-compare` and tickets.json treat the line like a control), early_bird.json.
+Outputs, in branch_early_bird/ (or branch_early_bird_<setting><value>.../ when early_bird settings differ from their
+defaults, so that a sweep over them keeps each search apart): search/ (weights.pt at the firing step; search.json,
+written last), level_<L>/ (a level's usual files; `lottery-compare` and tickets.json treat the line like a control),
+early_bird.json.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import lightning as L
 import torch
 from rich.console import Console
 
+from lottery.branches import branch_folder, run_branch
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.duration import steps
@@ -37,7 +40,7 @@ if TYPE_CHECKING:
     from lottery.imp import Setup
     from lottery.tracking import Tracker
 
-BRANCH = "early_bird"
+BRANCH = "early_bird"  # the branch; its folder is branch_<branch_folder(cfg)>/, the name plus changed settings
 
 
 class EarlyBirdCallback(L.Callback):
@@ -74,7 +77,7 @@ def watched_level(setup: Setup) -> int:
 
 
 def search_paths(setup: Setup) -> LevelPaths:
-    return LevelPaths(setup.paths.branch_dir(BRANCH) / "search")
+    return LevelPaths(setup.paths.branch_dir(branch_folder(setup.cfg)) / "search")
 
 
 def run_search(setup: Setup, tracker: Tracker) -> dict[str, Any]:
@@ -132,7 +135,7 @@ def report(setup: Setup, search: dict[str, Any]) -> dict[str, Any]:
     rows = []
     for level in range(1, setup.levels + 1):
         ticket = setup.paths.level(level)
-        bird = setup.paths.branch_level(BRANCH, level)
+        bird = setup.paths.branch_level(branch_folder(setup.cfg), level)
         if not (ticket.done and bird.done):
             continue
         imp = artifacts.read_json(ticket.metrics, "level metrics")
@@ -151,14 +154,12 @@ def report(setup: Setup, search: dict[str, Any]) -> dict[str, Any]:
             }
         )
     summary = {**search, "train_steps_per_ticket": setup.total_steps, "levels": rows}
-    artifacts.write_json(summary, setup.paths.branch_dir(BRANCH) / "early_bird.json")
+    artifacts.write_json(summary, setup.paths.branch_dir(branch_folder(setup.cfg)) / "early_bird.json")
     return summary
 
 
 def run_early_bird(setup: Setup, tracker: Tracker) -> dict[str, Any]:
-    from lottery.branches import run_branch
-
     search = run_search(setup, tracker)
     tracker.log({"early_bird/step": search["early_bird_step"], "early_bird/fired": int(search["fired"])})
-    run_branch(setup, BRANCH, tracker)
+    run_branch(setup, BRANCH, tracker, folder=branch_folder(setup.cfg))
     return report(setup, search)

@@ -108,7 +108,8 @@ def analyse_level(setup: Setup, level: int, tracker: Tracker) -> dict[str, Any]:
     record_path = out_dir / "instability.json"
     if record_path.is_file():
         record = artifacts.read_json(record_path, "instability record")
-        if record.get("points") == cfg.points and record.get("threshold") == cfg.threshold:
+        settings = ("points", "threshold", "bn_batches")
+        if all(record.get(k) == getattr(cfg, k) for k in settings):
             return record  # recomputed (from the two copies on disk, no training) when the analysis settings change
     copy_b = LevelPaths(out_dir / "copy_b")
     mask = artifacts.load_torch(trunk.mask, "trunk mask")
@@ -131,6 +132,7 @@ def analyse_level(setup: Setup, level: int, tracker: Tracker) -> dict[str, Any]:
         "rewind_step": setup.rewind_step,
         "points": cfg.points,
         "threshold": cfg.threshold,
+        "bn_batches": cfg.bn_batches,
         "error_a": errors[0],
         "error_b": errors[-1],
         "test_acc_a": metrics_a["test_acc"],

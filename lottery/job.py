@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lottery import tickets
-from lottery.branches import run_branch
+from lottery.branches import branch_folder, run_branch
 from lottery.core import artifacts
 from lottery.early_bird import run_early_bird
 from lottery.guard import exclusive
@@ -40,9 +40,10 @@ def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[s
     """Run (or resume) every trunk level of one seed, then the configured control branch; returns the trunk's
     per-level metrics and leaves seed_<s>/tickets.json up to date."""
     paths, cfg, branch = setup.paths, setup.cfg, setup.cfg.branch
+    folder = branch_folder(cfg)  # the branch's folder and W&B run
     wait = cfg.lock_timeout
     trunk_tracker = Tracker(cfg, paths, resolved, branch="trunk")
-    trackers = [trunk_tracker] if branch == "none" else [trunk_tracker, Tracker(cfg, paths, resolved, branch=branch)]
+    trackers = [trunk_tracker] if branch == "none" else [trunk_tracker, Tracker(cfg, paths, resolved, branch=folder)]
     job_tracker = trackers[-1]  # the run that gets this job's summary
     try:
         with exclusive(paths.seed_dir / ".lock", "the trunk", wait):
@@ -51,8 +52,8 @@ def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[s
             artifacts.write_text(config_yaml, paths.config)
             rows = run_trunk(setup, trunk_tracker)
         if branch != "none":
-            branch_dir = paths.branch_dir(branch)
-            with exclusive(branch_dir / ".lock", f"branch {branch}", wait):
+            branch_dir = paths.branch_dir(folder)
+            with exclusive(branch_dir / ".lock", f"branch {folder}", wait):
                 _remove(branch_dir.rglob(".*.tmp"))
                 artifacts.write_text(config_yaml, branch_dir / "config.yaml")  # the job's own config, branch and all
                 if branch == "instability":
@@ -89,7 +90,7 @@ def _log_summary(setup: Setup, summary: dict[str, Any], tracker: Tracker) -> Non
     paths, branch = setup.paths, setup.cfg.branch
     figure = paths.seed_dir / "accuracy_vs_density.png"
     plot_tickets(summary, figure)
-    level_dirs = paths.seed_dir if branch in ("none", "instability") else paths.branch_dir(branch)
+    level_dirs = paths.seed_dir if branch in ("none", "instability") else paths.branch_dir(branch_folder(setup.cfg))
     masks = (
         {int(d.name.removeprefix("level_")): d / "mask.pt" for d in sorted(level_dirs.glob("level_*"))}
         if setup.cfg.ticket.log_masks

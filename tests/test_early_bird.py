@@ -90,6 +90,12 @@ def _seed_dir(root: Path, overrides) -> Path:
     return root / "default" / h / "seed_0"
 
 
+def bird(seed_dir: Path) -> Path:
+    """The run's one early-bird folder (named after the branch and the early_bird settings that are not defaults)."""
+    (folder,) = seed_dir.glob("branch_early_bird*")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def early_bird_run(tmp_path_factory):
     from lottery.cli import run_config
@@ -105,7 +111,7 @@ def test_early_bird_branch_stops_the_search_and_prunes_the_early_weights(early_b
     from lottery.imp import prepare
 
     _, overrides, seed_dir = early_bird_run
-    branch = seed_dir / "branch_early_bird"
+    branch = bird(seed_dir)
     search = json.loads((branch / "search" / "search.json").read_text())
     assert search["fired"] and search["watched_level"] == 2
     step = search["early_bird_step"]
@@ -123,8 +129,8 @@ def test_early_bird_branch_stops_the_search_and_prunes_the_early_weights(early_b
         expected = prune({n: weights[n] for n in dense}, dense, setup.plan, level)
         assert all(torch.equal(mask[n], expected[n]) for n in mask)
         trunk = json.loads((seed_dir / f"level_{level}" / "metrics.json").read_text())
-        bird = json.loads((branch / f"level_{level}" / "metrics.json").read_text())
-        assert bird["density"] == trunk["density"]  # exactly the trunk's density at each level
+        ticket = json.loads((branch / f"level_{level}" / "metrics.json").read_text())
+        assert ticket["density"] == trunk["density"]  # exactly the trunk's density at each level
         trained = torch.load(branch / f"level_{level}" / "weights.pt", weights_only=True)
         assert all(not trained[n][~mask[n]].any() for n in mask)
     # The early-bird weights are not the fully trained dense weights: the search really stopped early.
@@ -134,7 +140,7 @@ def test_early_bird_branch_stops_the_search_and_prunes_the_early_weights(early_b
 
 def test_early_bird_report_counts_the_steps_each_mask_cost(early_bird_run):
     _, _, seed_dir = early_bird_run
-    report = json.loads((seed_dir / "branch_early_bird" / "early_bird.json").read_text())
+    report = json.loads((bird(seed_dir) / "early_bird.json").read_text())
     step = report["early_bird_step"]
     assert [r["level"] for r in report["levels"]] == [1, 2]
     for r in report["levels"]:
@@ -145,15 +151,18 @@ def test_early_bird_report_counts_the_steps_each_mask_cost(early_bird_run):
         assert r["imp_test_acc"] == trunk["test_acc"]
         assert r["difference"] == r["early_bird_test_acc"] - trunk["test_acc"]
     tickets = json.loads((seed_dir / "tickets.json").read_text())
-    assert tickets["branches"] == ["early_bird"]
-    assert tickets["levels"][1]["controls"]["early_bird"]["test_acc"] == report["levels"][0]["early_bird_test_acc"]
+    assert tickets["branches"] == ["early_bird_every5it_threshold0.03"]  # the settings that differ from defaults
+    assert (
+        tickets["levels"][1]["controls"]["early_bird_every5it_threshold0.03"]["test_acc"]
+        == report["levels"][0]["early_bird_test_acc"]
+    )
 
 
 def test_a_detector_that_never_fires_falls_back_to_the_trained_dense_network(run_tiny):
     _, seed_dir = run_tiny("branch=early_bird", "early_bird.every=20it", "early_bird.threshold=0.000001", "levels=1")
-    search = json.loads((seed_dir / "branch_early_bird" / "search" / "search.json").read_text())
+    search = json.loads((bird(seed_dir) / "search" / "search.json").read_text())
     assert not search["fired"] and search["early_bird_step"] == 60
-    weights = torch.load(seed_dir / "branch_early_bird" / "search" / "weights.pt", weights_only=True)
+    weights = torch.load(bird(seed_dir) / "search" / "weights.pt", weights_only=True)
     final = torch.load(seed_dir / "level_0" / "weights.pt", weights_only=True)
     assert all(torch.equal(weights[k], final[k]) for k in final)  # the search is the trunk's level 0, bit for bit
 
@@ -191,14 +200,14 @@ def test_early_bird_search_killed_resumes_to_the_same_ticket(tmp_path, early_bir
     )
     assert proc.returncode == -9, proc.stderr[-3000:]
     seed_dir = _seed_dir(tmp_path, overrides)
-    assert not (seed_dir / "branch_early_bird" / "search" / "search.json").exists()
+    assert not (bird(seed_dir) / "search" / "search.json").exists()
     run_config(compose_config(overrides))
     for name in ("search/search.json", "early_bird.json"):
-        got = json.loads((seed_dir / "branch_early_bird" / name).read_text())
-        assert got == json.loads((reference / "branch_early_bird" / name).read_text()), name
+        got = json.loads((bird(seed_dir) / name).read_text())
+        assert got == json.loads((bird(reference) / name).read_text()), name
     for name in ("search/weights.pt", "level_2/weights.pt"):
-        got = torch.load(seed_dir / "branch_early_bird" / name, weights_only=True)
-        want = torch.load(reference / "branch_early_bird" / name, weights_only=True)
+        got = torch.load(bird(seed_dir) / name, weights_only=True)
+        want = torch.load(bird(reference) / name, weights_only=True)
         assert all(torch.equal(got[k], want[k]) for k in want), name
 
 
@@ -219,12 +228,28 @@ def test_early_bird_search_killed_after_firing_at_a_checkpoint_step_stops_at_onc
     )
     assert proc.returncode == -9, proc.stderr[-3000:]
     seed_dir = _seed_dir(tmp_path / "killed", overrides)
-    assert (seed_dir / "branch_early_bird" / "search" / "checkpoints" / "last.ckpt").exists()
+    assert (bird(seed_dir) / "search" / "checkpoints" / "last.ckpt").exists()
     run_config(compose_config(overrides))
-    want_dir = _seed_dir(reference, tiny(reference, *extra)) / "branch_early_bird" / "search"
-    got = json.loads((seed_dir / "branch_early_bird" / "search" / "search.json").read_text())
+    want_dir = bird(_seed_dir(reference, tiny(reference, *extra))) / "search"
+    got = json.loads((bird(seed_dir) / "search" / "search.json").read_text())
     assert got == json.loads((want_dir / "search.json").read_text())
     assert got["early_bird_step"] == 40
-    weights = torch.load(seed_dir / "branch_early_bird" / "search" / "weights.pt", weights_only=True)
+    weights = torch.load(bird(seed_dir) / "search" / "weights.pt", weights_only=True)
     want = torch.load(want_dir / "weights.pt", weights_only=True)
     assert all(torch.equal(weights[k], want[k]) for k in want)
+
+
+def test_early_bird_searches_with_other_settings_are_kept_apart(early_bird_run):
+    """A second threshold is a second search in its own folder, never the first one's record reused."""
+    from lottery.cli import run_config
+
+    root, overrides, seed_dir = early_bird_run
+    first = json.loads((seed_dir / "branch_early_bird_every5it_threshold0.03" / "search" / "search.json").read_text())
+    run_config(compose_config([*overrides, "early_bird.threshold=0.05", "early_bird.window=6"]))
+    second_dir = seed_dir / "branch_early_bird_every5it_window6_threshold0.05"
+    second = json.loads((second_dir / "search" / "search.json").read_text())
+    assert (first["threshold"], first["window"], first["early_bird_step"]) == (0.03, 5, 30)
+    assert (second["threshold"], second["window"], second["early_bird_step"]) == (0.05, 6, 35)
+    assert second["distances"][:5] == first["distances"]  # the same dense run, watched for longer
+    tickets = json.loads((seed_dir / "tickets.json").read_text())
+    assert tickets["branches"] == ["early_bird_every5it_threshold0.03", "early_bird_every5it_window6_threshold0.05"]
