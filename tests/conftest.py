@@ -46,19 +46,25 @@ def tiny(root: Path, *extra: str) -> list[str]:
     return [*TINY, f"root={root}", *extra]
 
 
+def seed_dir_of(overrides: list[str] | tuple[str, ...]) -> Path:
+    """The seed folder a run of these overrides writes to (<root>/<name>/<hash>/seed_<s>)."""
+    from omegaconf import OmegaConf
+
+    from lottery.imp import experiment_hash
+
+    settings = OmegaConf.to_object(compose_config(overrides))
+    h, _ = experiment_hash(settings)
+    return Path(settings.root) / settings.name / h / f"seed_{settings.seed}"
+
+
 @pytest.fixture
 def run_tiny(tmp_path):
     """Run a tiny experiment in-process; returns (rows, seed_dir)."""
     from lottery.cli import run_config
-    from lottery.imp import experiment_hash
 
     def _run(*extra: str, root: Path | None = None):
-        cfg = compose_config(tiny(root or tmp_path, *extra))
-        rows = run_config(cfg)
-        from omegaconf import OmegaConf
-
-        settings = OmegaConf.to_object(cfg)
-        h, _ = experiment_hash(settings)
-        return rows, Path(settings.root) / settings.name / h / f"seed_{settings.seed}"
+        overrides = tiny(root or tmp_path, *extra)
+        rows = run_config(compose_config(overrides))
+        return rows, seed_dir_of(overrides)
 
     return _run

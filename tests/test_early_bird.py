@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, tiny
+from conftest import compose_config, seed_dir_of, tiny
 from omegaconf import OmegaConf
 
 from lottery.core.early_bird import EarlyBirdDetector, hamming_distance
@@ -83,13 +83,6 @@ def test_detector_rejects_bad_settings():
         EarlyBirdDetector(threshold=0)
 
 
-def _seed_dir(root: Path, overrides) -> Path:
-    from lottery.imp import experiment_hash
-
-    h, _ = experiment_hash(OmegaConf.to_object(compose_config(overrides)))
-    return root / "default" / h / "seed_0"
-
-
 def bird(seed_dir: Path) -> Path:
     """The run's one early-bird folder (named after the branch and the early_bird settings that are not defaults)."""
     (folder,) = seed_dir.glob("branch_early_bird*")
@@ -103,7 +96,7 @@ def early_bird_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("early_bird")
     overrides = tiny(root, *EXTRA)
     run_config(compose_config(overrides))
-    return root, overrides, _seed_dir(root, overrides)
+    return root, overrides, seed_dir_of(overrides)
 
 
 def test_early_bird_branch_stops_the_search_and_prunes_the_early_weights(early_bird_run):
@@ -199,7 +192,7 @@ def test_early_bird_search_killed_resumes_to_the_same_ticket(tmp_path, early_bir
         [sys.executable, str(KILL_SCRIPT), "fit:4", "0", str(kill_step), *overrides], capture_output=True, timeout=300
     )
     assert proc.returncode == -9, proc.stderr[-3000:]
-    seed_dir = _seed_dir(tmp_path, overrides)
+    seed_dir = seed_dir_of(overrides)
     assert not (bird(seed_dir) / "search" / "search.json").exists()
     run_config(compose_config(overrides))
     for name in ("search/search.json", "early_bird.json"):
@@ -227,10 +220,10 @@ def test_early_bird_search_killed_after_firing_at_a_checkpoint_step_stops_at_onc
         timeout=300,
     )
     assert proc.returncode == -9, proc.stderr[-3000:]
-    seed_dir = _seed_dir(tmp_path / "killed", overrides)
+    seed_dir = seed_dir_of(overrides)
     assert (bird(seed_dir) / "search" / "checkpoints" / "last.ckpt").exists()
     run_config(compose_config(overrides))
-    want_dir = bird(_seed_dir(reference, tiny(reference, *extra))) / "search"
+    want_dir = bird(seed_dir_of(tiny(reference, *extra))) / "search"
     got = json.loads((bird(seed_dir) / "search" / "search.json").read_text())
     assert got == json.loads((want_dir / "search.json").read_text())
     assert got["early_bird_step"] == 40

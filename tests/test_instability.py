@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, tiny
+from conftest import compose_config, seed_dir_of, tiny
 from omegaconf import OmegaConf
 
 from lottery.core.interpolation import alphas, error_barrier, interpolate
@@ -54,13 +54,6 @@ def test_error_barrier_is_the_peak_above_the_endpoints_mean():
         error_barrier([0.1])
 
 
-def _seed_dir(root: Path, overrides) -> Path:
-    from lottery.imp import experiment_hash
-
-    h, _ = experiment_hash(OmegaConf.to_object(compose_config(overrides)))
-    return root / "default" / h / "seed_0"
-
-
 @pytest.fixture(scope="module")
 def instability_run(tmp_path_factory):
     from lottery.cli import run_config
@@ -68,7 +61,7 @@ def instability_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("instability")
     overrides = tiny(root, *EXTRA)
     run_config(compose_config(overrides))
-    return root, overrides, _seed_dir(root, overrides)
+    return root, overrides, seed_dir_of(overrides)
 
 
 def test_instability_branch_writes_a_curve_whose_endpoints_are_the_two_copies(instability_run):
@@ -183,7 +176,7 @@ def test_instability_killed_in_the_second_copy_resumes_to_the_same_record(tmp_pa
         [sys.executable, str(KILL_SCRIPT), "fit:5", "0", "30", *overrides], capture_output=True, timeout=300
     )
     assert proc.returncode == -9, proc.stderr[-3000:]
-    seed_dir = _seed_dir(tmp_path, overrides)
+    seed_dir = seed_dir_of(overrides)
     assert not (seed_dir / "branch_instability" / "level_1" / "instability.json").exists()
     run_config(compose_config(overrides))
     for level in range(3):
@@ -206,7 +199,7 @@ def test_compare_plots_barrier_and_ticket_accuracy_against_the_rewind_point(tmp_
             tmp_path, "rewind=weights", f"rewind.step={k}", "branch=instability", "levels=1", "instability.points=3"
         )
         run_config(compose_config(overrides))
-        seed_dir = _seed_dir(tmp_path, overrides)
+        seed_dir = seed_dir_of(overrides)
         for level in (0, 1):
             record = json.loads((seed_dir / "branch_instability" / f"level_{level}" / "instability.json").read_text())
             acc = json.loads((seed_dir / f"level_{level}" / "metrics.json").read_text())["test_acc"]
