@@ -149,3 +149,12 @@ def check_trainer(cfg: LotteryConfig) -> None:
                 f"train.batch_size={cfg.train.batch_size} is the global batch and must divide evenly over "
                 f"trainer.devices={t.devices} processes; use a multiple of {t.devices}"
             )
+
+
+def check_augment(cfg: LotteryConfig, input_shape: tuple[int, ...]) -> None:
+    """data.augment crops and flips images; it needs the dataset, so it is checked once the data is loaded."""
+    if cfg.data.augment and len(input_shape) != 3:
+        raise ConfigError(
+            f"data.augment=true crops and flips images shaped (C, H, W), but data.name={cfg.data.name!r} has "
+            f"examples shaped {input_shape}; set data.augment=false or use an image dataset such as cifar10"
+        )
