@@ -119,3 +119,20 @@ def test_vgg_rejects_unknown_depth():
 def test_vision_models_reject_vector_inputs(cls):
     with pytest.raises(ValueError, match=r"takes images shaped \(C, H, W\).*\(40,\)"):
         cls((40,), 10)
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["model=resnet20", "model.depth=21"], r"model.depth=21 is not a CIFAR ResNet depth"),
+        (["model=vgg16", "model.depth=15"], r"model.depth=15 is not a VGG depth"),
+    ],
+)
+def test_a_bad_depth_fails_validation_before_any_data_loads(overrides, match):
+    from conftest import compose_config
+    from omegaconf import OmegaConf
+
+    from lottery.validate import ConfigError, validate
+
+    with pytest.raises(ConfigError, match=match):
+        validate(OmegaConf.to_object(compose_config(overrides)))
