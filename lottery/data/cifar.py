@@ -111,20 +111,22 @@ def _missing(folder: Path) -> list[str]:
 
 def download(root: Path) -> None:
     """Fetch the official tarball into `root`, verify its MD5 and extract the batch files into root/FOLDER."""
-    folder = root / FOLDER
+    folder, archive = root / FOLDER, root / ARCHIVE
+    fix = FIX.format(folder=folder)
     folder.mkdir(parents=True, exist_ok=True)
-    archive = root / ARCHIVE
     if not archive.is_file() or idx.file_md5(archive) != ARCHIVE_MD5:
-        idx.download_verified([URL], archive, ARCHIVE_MD5, fix=FIX.format(folder=folder))
+        idx.download_verified([URL], archive, ARCHIVE_MD5, fix=fix)
+    # Extract only the six known members, each by name into `folder`: no path from the archive is ever used.
     with tarfile.open(archive, "r:gz") as tar:
         for name in FILE_NAMES:
             try:
                 member = tar.getmember(f"{FOLDER}/{name}")
             except KeyError:
-                raise DatasetNotFoundError(folder, [name], reason=f"{archive} lacks {FOLDER}/{name}") from None
+                raise DatasetNotFoundError(folder, [name], reason=f"{archive} lacks {FOLDER}/{name}", fix=fix) from None
             source = tar.extractfile(member)  # None for links and folders: never followed
             if source is None:
-                raise DatasetNotFoundError(folder, [name], reason=f"{archive}: {member.name} is not a regular file")
+                reason = f"{archive}: {member.name} is not a regular file"
+                raise DatasetNotFoundError(folder, [name], reason=reason, fix=fix)
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
             try:
                 with os.fdopen(fd, "wb") as out:
