@@ -40,15 +40,31 @@ class ConvConfig(ModelConfig):
     fc: list[int] = field(default_factory=lambda: [256, 256])  # hidden units of the classifier
 
 
+@dataclass
+class ResNetConfig(ModelConfig):
+    _target_: str = "lottery.models.ResNet"
+    depth: int = 20  # layers with weights, 6n+2 (n blocks per segment): 20, 32, 44, 56, 110; `width` scales 16/32/64
+
+
+@dataclass
+class VGGConfig(ModelConfig):
+    _target_: str = "lottery.models.VGG"
+    depth: int = 16  # 11 | 13 | 16 | 19 (open_lth's cifar_vgg plans); `width` scales every conv's channels
+
+
 # ---- data
 @dataclass
 class DataConfig:
-    name: str = MISSING  # mnist1d | digits | mnist | fashion_mnist
+    name: str = MISSING  # mnist1d | digits | mnist | fashion_mnist | cifar10 | synthetic_cifar10
     val_size: int = 500  # examples carved from the training split for validation (early-stopping metrics)
     split_seed: int = 0  # seeds the validation carve, the same for every run seed so seeds are comparable
-    num_samples: int = 5000  # MNIST-1D only: examples generated (80% train, 20% test)
-    root: str = field(default="data", metadata=NO_HASH)  # folder of the IDX files (mnist, fashion_mnist)
-    download: bool = field(default=False, metadata=NO_HASH)  # fetch missing IDX files, verifying their checksums
+    # Generated datasets only: examples generated. mnist1d: 80% train, 20% test; synthetic_cifar10: 5/6 train, 1/6 test
+    num_samples: int = 5000
+    # Training batches of images get a random crop (padding 4) and horizontal flip, on the batch's device
+    # (lottery/data/augment.py); the standard CIFAR-10 augmentation. Changes results, so it is hashed (when true).
+    augment: bool = False
+    root: str = field(default="data", metadata=NO_HASH)  # folder of the dataset files (mnist, cifar10, ...)
+    download: bool = field(default=False, metadata=NO_HASH)  # fetch missing files, verifying their checksums
 
 
 # ---- optimizer: built with hydra.utils.instantiate as a partial, completed with the model's parameters
@@ -127,6 +143,11 @@ class TrainerConfig:
     # machine must share its cores (2 jobs on 2 cores with 2 threads each ran 10-40x slower): launcher=joblib sets
     # cores // n_jobs, launcher=slurm the task's cpus_per_task.
     threads: int | None = None
+    # Speed switches (lottery/fast.py). Not hashed: they change speed and, at most, float rounding, not the recipe.
+    # Move the train/val/test tensors to the GPU once per run (no DataLoader workers, no per-step copies); no-op on CPU.
+    data_on_device: bool = True
+    channels_last: bool = False  # NHWC memory layout for conv weights and image batches (faster convs on GPUs)
+    compile: bool = False  # torch.compile the network in place (nn.Module.compile: state-dict keys keep their names)
 
 
 @dataclass
@@ -229,6 +250,8 @@ def register() -> None:
     cs.store(name="lottery_schema", node=LotteryConfig)
     cs.store(group="model", name="mlp_schema", node=MLPConfig)
     cs.store(group="model", name="conv_schema", node=ConvConfig)
+    cs.store(group="model", name="resnet_schema", node=ResNetConfig)
+    cs.store(group="model", name="vgg_schema", node=VGGConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="optim", name="adam_schema", node=AdamConfig)
     cs.store(group="optim", name="sgd_schema", node=SGDConfig)

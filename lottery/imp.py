@@ -43,7 +43,7 @@ from lottery.level import (
 )
 from lottery.reuse import reuse_level
 from lottery.tracking import Tracker
-from lottery.validate import check_levels, check_steps, sparsity_schedule, validate
+from lottery.validate import check_augment, check_levels, check_steps, sparsity_schedule, validate
 
 # Each level's Trainer starts mid-"epoch" when it resumes at step k; our batches are a function of the step (see
 # lottery/data/batches.py), so Lightning's warning about non-resumable dataloaders does not apply.
@@ -121,8 +121,15 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
     splits = datasets.load(
         cfg.data.name, root=cfg.data.root, download=cfg.data.download, num_samples=cfg.data.num_samples
     )
+    check_augment(cfg, splits.input_shape)
     datamodule = TensorDataModule(
-        splits, cfg.data.val_size, cfg.data.split_seed, cfg.train.batch_size, cfg.seed, total_steps=0
+        splits,
+        cfg.data.val_size,
+        cfg.data.split_seed,
+        cfg.train.batch_size,
+        cfg.seed,
+        total_steps=0,
+        augment=cfg.data.augment,
     )
     spe = datamodule.steps_per_epoch
     total, rewind = steps(cfg.train.duration, spe), steps(cfg.rewind.step, spe)

@@ -22,6 +22,7 @@ from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.lr_schedule import constant_multiplier
 from lottery.distributed import strategy
+from lottery.fast import place_data, prepare_network
 from lottery.layout import LevelPaths
 from lottery.module import LevelModule
 
@@ -79,6 +80,7 @@ def fit_level(
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     network = setup.network(seed=cfg.seed)
     M.check_compatible(mask, M.prunable_weights(network), source=str(lp.mask))
+    network = prepare_network(network, cfg.trainer)
     lr_lambda = setup.lr_lambda()
     if start.constant_lr is not None:
         lr_lambda = constant_multiplier(start.constant_lr)
@@ -93,19 +95,6 @@ def fit_level(
         ckpt_path, start_weights = lp.last_checkpoint, None
     if ckpt_path is not None:
         check_checkpoint(Path(ckpt_path))
-    module = LevelModule(
-        network,
-        optimizer=instantiate(without_name(setup.optim_cfg), _convert_="all"),
-        lr_lambda=lr_lambda,
-        mask=mask,
-        val_data=(setup.datamodule.x_val, setup.datamodule.y_val),
-        num_classes=setup.datamodule.num_classes,
-        total_steps=setup.total_steps,
-        eval_every=setup.eval_every,
-        log_every=cfg.train.log_every,
-        start_weights=start_weights,
-        resume_progress=resuming,
-    )
     callbacks = [*(callbacks or []), ResumeCheckpoint(lp.last_checkpoint, setup.checkpoint_every, setup.total_steps)]
     if capture_rewind:
         callbacks.append(RewindCapture(setup.paths.rewind, setup.rewind_step))
@@ -132,6 +121,25 @@ def fit_level(
         log_every_n_steps=cfg.train.log_every,
         default_root_dir=str(setup.paths.seed_dir),
     )
+    # The device is known once the Trainer exists; the data moves there before the module takes the validation split.
+    # Not under trainer=ddp: its spawned workers receive the module (and its data) pickled from this CPU process.
+    single = trainer.num_devices == 1 and cfg.trainer.strategy != "ddp"
+    device = trainer.strategy.root_device if single else torch.device("cpu")
+    place_data(setup.datamodule, device, cfg.trainer)
+    module = LevelModule(
+        network,
+        optimizer=instantiate(without_name(setup.optim_cfg), _convert_="all"),
+        lr_lambda=lr_lambda,
+        mask=mask,
+        val_data=(setup.datamodule.x_val, setup.datamodule.y_val),
+        num_classes=setup.datamodule.num_classes,
+        total_steps=setup.total_steps,
+        eval_every=setup.eval_every,
+        log_every=cfg.train.log_every,
+        start_weights=start_weights,
+        resume_progress=resuming,
+    )
+    module.fit_device = device  # Lightning moves the module to the CPU after fit; finish_level moves it back
     run_seed = setup.datamodule.seed
     setup.datamodule.seed = run_seed if data_seed is None else data_seed  # read by train_dataloader() inside fit
     try:
@@ -147,10 +155,16 @@ def finish_level(
 ) -> dict:
     """Write a trained level's artifacts (metrics.json last). `key`: record the level key that lets other schedules
     reuse this level (trunk levels only)."""
-    weights = {k: v.detach().cpu().clone() for k, v in module.network.state_dict().items()}
+    # Plain (contiguous) CPU tensors whatever the training layout, so weights.pt reads the same under any switch.
+    weights = {
+        k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in module.network.state_dict().items()
+    }
     for name, m in mask.items():  # internal invariant: the mask held through every step
         assert not bool(weights[name][~m].any()), f"pruned weights of {name} are not zero"
+    # Score the test set on the training device (the GPU, where the data may already be), then release it.
+    module.to(module.fit_device)
     test_acc, test_loss = module.evaluate(setup.datamodule.x_test, setup.datamodule.y_test)
+    module.cpu()
     sparsity = setup.plan.report(mask, level)
     metrics = {
         "level": level,

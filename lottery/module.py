@@ -78,6 +78,7 @@ class LevelModule(L.LightningModule):
         self.train_seconds = 0.0
         self.processes = 1  # DDP processes that trained the level (their weights checked identical)
         self._clock = 0.0
+        self.fit_device = torch.device("cpu")  # where the level trains (set by fit_level); the test set is scored there
 
     # ---- the model
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ where those are built, still before the first step; see the table in the README.
 from __future__ import annotations
 
 from lottery.branches import BRANCHES as CONTROL_BRANCHES
-from lottery.config import LotteryConfig
+from lottery.config import LotteryConfig, ResNetConfig, VGGConfig
 from lottery.core.duration import Duration
 from lottery.core.lr_schedule import KINDS as SCHEDULES
 from lottery.core.pruning import SCOPES, check_fraction
@@ -75,6 +75,21 @@ def validate(cfg: LotteryConfig) -> None:
     check_trainer(cfg)
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width={cfg.model.width} must be positive (1.0 is the published size)")
+    check_depth(cfg)
+
+
+def check_depth(cfg: LotteryConfig) -> None:
+    """The vision models' depths, with the models' own messages, before the data is loaded."""
+    from lottery.models.resnet import blocks_per_segment
+    from lottery.models.vgg import PLANS
+
+    if isinstance(cfg.model, ResNetConfig):
+        try:
+            blocks_per_segment(cfg.model.depth)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    if isinstance(cfg.model, VGGConfig) and cfg.model.depth not in PLANS:
+        raise ConfigError(f"model.depth={cfg.model.depth} is not a VGG depth: use one of {sorted(PLANS)} (VGG-16: 16)")
 
 
 def check_steps(cfg: LotteryConfig, total: int, rewind: int) -> None:
@@ -149,3 +164,12 @@ def check_trainer(cfg: LotteryConfig) -> None:
                 f"train.batch_size={cfg.train.batch_size} is the global batch and must divide evenly over "
                 f"trainer.devices={t.devices} processes; use a multiple of {t.devices}"
             )
+
+
+def check_augment(cfg: LotteryConfig, input_shape: tuple[int, ...]) -> None:
+    """data.augment crops and flips images; it needs the dataset, so it is checked once the data is loaded."""
+    if cfg.data.augment and len(input_shape) != 3:
+        raise ConfigError(
+            f"data.augment=true crops and flips images shaped (C, H, W), but data.name={cfg.data.name!r} has "
+            f"examples shaped {input_shape}; set data.augment=false or use an image dataset such as cifar10"
+        )

@@ -1,10 +1,11 @@
-"""Datasets, all available offline: MNIST-1D (generated), sklearn digits (shipped), MNIST/Fashion-MNIST (IDX files)."""
+"""Datasets, all available offline: MNIST-1D and a CIFAR-10-shaped set (generated), sklearn digits (shipped),
+MNIST/Fashion-MNIST (IDX files) and CIFAR-10 (python-pickle batches)."""
 
 from __future__ import annotations
 
 from lottery.data.splits import DatasetNotFoundError, Splits
 
-DATASETS = ("mnist1d", "digits", "mnist", "fashion_mnist")
+DATASETS = ("mnist1d", "digits", "mnist", "fashion_mnist", "cifar10", "synthetic_cifar10")
 
 
 def load(name: str, root: str = "data", download: bool = False, num_samples: int = 5000) -> Splits:
@@ -21,6 +22,14 @@ def load(name: str, root: str = "data", download: bool = False, num_samples: int
         from lottery.data.idx import load_idx_dataset
 
         return load_idx_dataset(root, name, download=download)
+    if name == "cifar10":
+        from lottery.data.cifar import load_cifar10
+
+        return load_cifar10(root, download_missing=download)
+    if name == "synthetic_cifar10":
+        from lottery.data.synthetic import load_synthetic_cifar10
+
+        return load_synthetic_cifar10(num_samples=num_samples)
     raise ValueError(f"data.name={name!r} is not one of {DATASETS}")
 
 

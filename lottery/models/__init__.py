@@ -6,5 +6,7 @@ architecture's own settings from `conf/model/*.yaml`.
 
 from lottery.models.conv import ConvNet
 from lottery.models.mlp import MLP
+from lottery.models.resnet import ResNet
+from lottery.models.vgg import VGG
 
-__all__ = ["MLP", "ConvNet"]
+__all__ = ["MLP", "VGG", "ConvNet", "ResNet"]
