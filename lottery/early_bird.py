@@ -34,7 +34,7 @@ from lottery.core.duration import steps
 from lottery.core.early_bird import EarlyBirdDetector
 from lottery.core.pruning import prune
 from lottery.layout import LevelPaths
-from lottery.level import Start, fit_level
+from lottery.level import Start, fit_level, plain_state
 
 if TYPE_CHECKING:
     from lottery.imp import Setup
@@ -97,7 +97,7 @@ def run_search(setup: Setup, tracker: Tracker) -> dict[str, Any]:
     detector = EarlyBirdDetector(window=eb.window, threshold=eb.threshold)
     callback = EarlyBirdCallback(detector, every, draw_mask)
     module = fit_level(setup, lp, 0, dense, Start(), tracker, callbacks=[callback], label="early-bird search")
-    weights = {k: v.detach().cpu().clone() for k, v in module.network.state_dict().items()}
+    weights = plain_state(module.network)
     fired = detector.fired_step is not None
     record = {
         "watched_level": level,

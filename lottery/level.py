@@ -150,15 +150,18 @@ def fit_level(
     return module
 
 
+def plain_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A network's state dict as plain (contiguous) CPU copies whatever the training layout (channels_last, GPU), so
+    weights files read the same under any speed switch."""
+    return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in network.state_dict().items()}
+
+
 def finish_level(
     setup: Setup, level: int, lp: LevelPaths, module: LevelModule, mask: M.Mask, tracker, key: bool = True
 ) -> dict:
     """Write a trained level's artifacts (metrics.json last). `key`: record the level key that lets other schedules
     reuse this level (trunk levels only)."""
-    # Plain (contiguous) CPU tensors whatever the training layout, so weights.pt reads the same under any switch.
-    weights = {
-        k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in module.network.state_dict().items()
-    }
+    weights = plain_state(module.network)
     for name, m in mask.items():  # internal invariant: the mask held through every step
         assert not bool(weights[name][~m].any()), f"pruned weights of {name} are not zero"
     # Score the test set on the training device (the GPU, where the data may already be), then release it.
