@@ -39,6 +39,7 @@ LINE_STYLES = {
     "oneshot": ("s", "-."),
     "early_bird": ("D", (0, (5, 1))),
 }
+SPARE_STYLES = [("v", (0, (1, 1))), ("P", (0, (8, 2))), ("*", (0, (3, 1, 1, 1, 1, 1))), ("h", (0, (2, 3)))]
 HASHED_SECTIONS = ("model", "data", "optim", "schedule", "pruning", "rewind", "train")
 
 
@@ -140,17 +141,22 @@ def plot(summaries: dict[str, list[dict[str, Any]]], metric: str, out: Path) -> 
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colours: dict[str, Any] = {}
+    used: dict[str, set] = {}
     for label, rows in summaries.items():
         if not rows:
             continue
         config, _, line = label.partition(" · ")
         colour = colours.setdefault(config, f"C{len(colours) % 10}")
+        style = line_style(line)
+        if style in used.setdefault(config, set()):  # e.g. two early_bird searches: give the second its own look
+            style = next((s for s in SPARE_STYLES if s not in used[config]), style)
+        used[config].add(style)
         ax.errorbar(
             [100 * r["density"] for r in rows],
             [100 * r["mean"] for r in rows],
             yerr=[100 * r["std"] for r in rows],
-            marker=line_style(line)[0],
-            linestyle=line_style(line)[1],
+            marker=style[0],
+            linestyle=style[1],
             color=colour,
             markersize=3,
             capsize=2,
