@@ -57,9 +57,12 @@ def test_two_jobs_sharing_a_trunk_train_it_once_and_their_branches_side_by_side(
     trunk = [f for f in fits if f["where"] == "trunk"]
     assert Counter(f["level"] for f in trunk) == {0: 1, 1: 1, 2: 1}, "every trunk level trained exactly once"
     (trainer,) = {f["pid"] for f in trunk}
-    waits = [err for _, err in out.values() if "waiting for" in err]
-    assert len(waits) == 1 and waits[0].count("lottery: waiting for") == 1  # said once, by the job that waited
-    assert f"waiting for pid {trainer}, which holds the trunk" in waits[0]
+    # Said once, by the job that waited for the trunk. (Either job may also wait a moment for the ticket summary when
+    # both branches end together, which is the lock doing its job, so those messages are not counted.)
+    trunk_waits = [err.count("which holds the trunk") for _, err in out.values()]
+    assert sorted(trunk_waits) == [0, 1], trunk_waits
+    waiter = next(err for _, err in out.values() if "which holds the trunk" in err)
+    assert f"waiting for pid {trainer}, which holds the trunk" in waiter
     spans = {}
     for branch in jobs:
         mine = [f for f in fits if f["where"] == f"branch_{branch}"]
