@@ -26,13 +26,8 @@ from torchmetrics.functional.classification import multiclass_accuracy
 from lottery.core import masks as M
 
 PREFIX = "network."  # the network's keys inside the LightningModule's state dict
-PROGRESS = (
-    "best_val_acc",
-    "best_val_step",
-    "last_val_acc",
-    "train_seconds",
-    "processes",
-)  # a level's results beside its weights
+# A level's results beside its weights; they travel back from spawned DDP workers in callback_metrics.
+PROGRESS = ("best_val_acc", "best_val_step", "last_val_acc", "train_seconds", "processes")
 
 
 class LevelModule(L.LightningModule):
