@@ -43,6 +43,10 @@ def branch_mask(setup: Setup, branch: str, level: int) -> M.Mask:
         return trunk
     if branch == "random_prune":
         return random_mask_like(trunk, torch.Generator().manual_seed(branch_seed(setup.cfg.seed, branch, level)))
+    if branch == "early_bird":
+        from lottery.early_bird import early_bird_mask
+
+        return early_bird_mask(setup, level)
     dense_trained = artifacts.load_torch(setup.paths.level(0).weights, "dense trained weights")
     dense = {n: torch.ones(shape, dtype=torch.bool) for n, shape in setup.shapes.items()}
     return prune(dense_trained, dense, setup.plan, level)
@@ -57,18 +61,37 @@ def branch_start(setup: Setup, branch: str) -> Start:
     return Start(checkpoint=setup.paths.rewind)
 
 
-def run_branch(setup: Setup, branch: str, tracker: Tracker) -> list[dict[str, Any]]:
-    """Train (or resume) the branch at every trunk level from 1 on; the trunk's levels must be finished."""
+def branch_folder(cfg: Any) -> str:
+    """The folder (and W&B run) name of the configured branch: its name, plus for early_bird every setting that differs
+    from its default, so that a sweep over them keeps each search apart (branch_early_bird_threshold0.02/)."""
+    if cfg.branch != "early_bird":
+        return cfg.branch
+    import dataclasses
+
+    from lottery.config import EarlyBirdConfig
+
+    changed = [
+        f"_{f.name}{getattr(cfg.early_bird, f.name)}"
+        for f in dataclasses.fields(EarlyBirdConfig)
+        if getattr(cfg.early_bird, f.name) != f.default
+    ]
+    return "early_bird" + "".join(changed)
+
+
+def run_branch(setup: Setup, branch: str, tracker: Tracker, folder: str | None = None) -> list[dict[str, Any]]:
+    """Train (or resume) the branch at every trunk level from 1 on, in branch_<folder>/ (default: the branch's name);
+    the trunk's levels must be finished."""
     from lottery.imp import finish_level, fit_level, write_levels_csv
 
     paths = setup.paths
+    folder = folder or branch
     rows = []
     for level in range(1, setup.levels + 1):
         if not paths.level(level).done:
             raise artifacts.ArtifactError(
                 f"branch={branch} needs the trunk's level {level} in {paths.level(level).dir}, which is not finished"
             )
-        lp = paths.branch_level(branch, level)
+        lp = paths.branch_level(folder, level)
         if lp.done:
             rows.append(artifacts.read_json(lp.metrics, "branch level metrics"))
             continue
@@ -79,7 +102,7 @@ def run_branch(setup: Setup, branch: str, tracker: Tracker) -> list[dict[str, An
             artifacts.save_torch(mask, lp.mask)
         module = fit_level(setup, lp, level, mask, branch_start(setup, branch), tracker)
         rows.append(finish_level(setup, level, lp, module, mask, tracker, key=False))
-        write_levels_csv(paths.branch_dir(branch) / "levels.csv", rows)
+        write_levels_csv(paths.branch_dir(folder) / "levels.csv", rows)
     if rows:
-        write_levels_csv(paths.branch_dir(branch) / "levels.csv", rows)
+        write_levels_csv(paths.branch_dir(folder) / "levels.csv", rows)
     return rows

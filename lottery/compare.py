@@ -11,6 +11,8 @@ Writes, under a report folder it prints (default <first path>/report):
   mask_overlap.csv/.png         per pair of seeds, level and layer: Jaccard overlap of the kept weights, the overlap
                                 two random masks of the same densities would have, and the sign agreement of the
                                 weights both keep at the rewind point; the figure is a level x layer heatmap
+  instability_vs_rewind.csv/.png  runs with branch=instability: error barrier and ticket accuracy against the rewind
+                                step k of a rewind.step sweep, and the earliest stable k (lottery/stability_report.py)
   head_overlap.csv, head_spearman.csv, heads_removed.csv/.png
                                 structured runs only: surviving-head overlap across seeds, rank correlation of head
                                 importance across seeds and experiments, accuracy against heads removed
@@ -34,7 +36,14 @@ from rich.table import Table
 
 METRICS = ("test_acc", "best_val_acc", "final_val_acc")
 # (marker, line style) per line: the ticket solid, each control its own dash pattern in the configuration's colour.
-LINE_STYLES = {"ticket": ("o", "-"), "random_prune": ("x", "--"), "random_reinit": ("^", ":"), "oneshot": ("s", "-.")}
+LINE_STYLES = {
+    "ticket": ("o", "-"),
+    "random_prune": ("x", "--"),
+    "random_reinit": ("^", ":"),
+    "oneshot": ("s", "-."),
+    "early_bird": ("D", (0, (5, 1))),
+}
+SPARE_STYLES = [("v", (0, (1, 1))), ("P", (0, (8, 2))), ("*", (0, (3, 1, 1, 1, 1, 1))), ("h", (0, (2, 3)))]
 HASHED_SECTIONS = ("model", "data", "optim", "schedule", "pruning", "rewind", "train")
 
 
@@ -136,17 +145,22 @@ def plot(summaries: dict[str, list[dict[str, Any]]], metric: str, out: Path) -> 
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     colours: dict[str, Any] = {}
+    used: dict[str, set] = {}
     for label, rows in summaries.items():
         if not rows:
             continue
         config, _, line = label.partition(" · ")
         colour = colours.setdefault(config, f"C{len(colours) % 10}")
+        style = line_style(line)
+        if style in used.setdefault(config, set()):  # e.g. two early_bird searches: give the second its own look
+            style = next((s for s in SPARE_STYLES if s not in used[config]), style)
+        used[config].add(style)
         ax.errorbar(
             [100 * r["density"] for r in rows],
             [100 * r["mean"] for r in rows],
             yerr=[100 * r["std"] for r in rows],
-            marker=LINE_STYLES.get(line, ("o", "-"))[0],
-            linestyle=LINE_STYLES.get(line, ("o", "-"))[1],
+            marker=style[0],
+            linestyle=style[1],
             color=colour,
             markersize=3,
             capsize=2,
@@ -166,6 +180,11 @@ def plot(summaries: dict[str, list[dict[str, Any]]], metric: str, out: Path) -> 
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)
     plt.close(fig)
+
+
+def line_style(line: str) -> tuple[str, Any]:
+    """(marker, line style) of a line; early_bird_<settings> lines are drawn like early_bird."""
+    return next((style for name, style in LINE_STYLES.items() if line.startswith(name)), ("o", "-"))
 
 
 def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -199,6 +218,7 @@ def accuracy_report(experiments: list[Experiment], metric: str, out_dir: Path, c
 
 def main(argv: list[str] | None = None) -> int:
     from lottery.overlap_report import overlap_report
+    from lottery.stability_report import instability_report
 
     parser = argparse.ArgumentParser(prog="lottery-compare", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", default=["outputs"], help="output root, experiment name or hash folders")
@@ -222,16 +242,19 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     rows = accuracy_report(experiments, args.metric, out_dir, console)
     overlaps = overlap_report(experiments, out_dir, console)
+    stability = instability_report(experiments, out_dir, console)
     from lottery.structured.compare import structured_report  # head overlap and score correlations, if any
 
     structured_report(experiments, out_dir, console)
     if args.wandb != "disabled":
-        log_to_wandb(out_dir, rows, overlaps, args.wandb)
+        log_to_wandb(out_dir, rows, overlaps, args.wandb, stability)
     console.print(f"report: {out_dir}")
     return 0
 
 
-def log_to_wandb(out_dir: Path, rows: list[dict], overlaps: list[dict], mode: str) -> None:
+def log_to_wandb(
+    out_dir: Path, rows: list[dict], overlaps: list[dict], mode: str, stability: list[dict] | None = None
+) -> None:
     import wandb
 
     run = wandb.init(
@@ -246,6 +269,11 @@ def log_to_wandb(out_dir: Path, rows: list[dict], overlaps: list[dict], mode: st
                 columns=list(overlaps[0]), data=[list(r.values()) for r in overlaps]
             )
             log["compare/mask_overlap_heatmap"] = wandb.Image(str(out_dir / "mask_overlap.png"))
+        if stability:
+            log["compare/instability"] = wandb.Table(
+                columns=list(stability[0]), data=[list(r.values()) for r in stability]
+            )
+            log["compare/instability_vs_rewind"] = wandb.Image(str(out_dir / "instability_vs_rewind.png"))
         run.log(log)
     finally:
         run.finish()

@@ -8,11 +8,13 @@ levels) and stay out of the experiment hash; see lottery/core/hashing.py. Units 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 NO_HASH = {"hash": False}
 
@@ -39,6 +41,18 @@ class ConvConfig(ModelConfig):
 
 
 @dataclass
+class ResNetConfig(ModelConfig):
+    _target_: str = "lottery.models.ResNet"
+    depth: int = 20  # layers with weights, 6n+2 (n blocks per segment): 20, 32, 44, 56, 110; `width` scales 16/32/64
+
+
+@dataclass
+class VGGConfig(ModelConfig):
+    _target_: str = "lottery.models.VGG"
+    depth: int = 16  # 11 | 13 | 16 | 19 (open_lth's cifar_vgg plans); `width` scales every conv's channels
+
+
+@dataclass
 class TransformerConfig(ModelConfig):
     _target_: str = "lottery.models.Transformer"
     d_model: int = 64  # residual stream width, before `width`; split evenly over the heads
@@ -52,12 +66,16 @@ class TransformerConfig(ModelConfig):
 # ---- data
 @dataclass
 class DataConfig:
-    name: str = MISSING  # mnist1d | digits | mnist | fashion_mnist
+    name: str = MISSING  # mnist1d | digits | mnist | fashion_mnist | cifar10 | synthetic_cifar10
     val_size: int = 500  # examples carved from the training split for validation (early-stopping metrics)
     split_seed: int = 0  # seeds the validation carve, the same for every run seed so seeds are comparable
-    num_samples: int = 5000  # MNIST-1D only: examples generated (80% train, 20% test)
-    root: str = field(default="data", metadata=NO_HASH)  # folder of the IDX files (mnist, fashion_mnist)
-    download: bool = field(default=False, metadata=NO_HASH)  # fetch missing IDX files, verifying their checksums
+    # Generated datasets only: examples generated. mnist1d: 80% train, 20% test; synthetic_cifar10: 5/6 train, 1/6 test
+    num_samples: int = 5000
+    # Training batches of images get a random crop (padding 4) and horizontal flip, on the batch's device
+    # (lottery/data/augment.py); the standard CIFAR-10 augmentation. Changes results, so it is hashed (when true).
+    augment: bool = False
+    root: str = field(default="data", metadata=NO_HASH)  # folder of the dataset files (mnist, cifar10, ...)
+    download: bool = field(default=False, metadata=NO_HASH)  # fetch missing files, verifying their checksums
 
 
 @dataclass
@@ -154,8 +172,19 @@ class TrainConfig:
 class TrainerConfig:
     accelerator: str = "cpu"  # cpu | gpu | auto
     devices: Any = 1
+    # auto: one process | ddp: data-parallel over `devices` processes (spawned per level; see lottery/distributed.py)
+    strategy: str = "auto"
     deterministic: bool = True  # bit-identical resumes on CPU need deterministic kernels
     progress_bar: bool = True
+    # torch intra-op threads of this process; null: torch's default, one per core. Jobs running side by side on one
+    # machine must share its cores (2 jobs on 2 cores with 2 threads each ran 10-40x slower): launcher=joblib sets
+    # cores // n_jobs, launcher=slurm the task's cpus_per_task.
+    threads: int | None = None
+    # Speed switches (lottery/fast.py). Not hashed: they change speed and, at most, float rounding, not the recipe.
+    # Move the train/val/test tensors to the GPU once per run (no DataLoader workers, no per-step copies); no-op on CPU.
+    data_on_device: bool = True
+    channels_last: bool = False  # NHWC memory layout for conv weights and image batches (faster convs on GPUs)
+    compile: bool = False  # torch.compile the network in place (nn.Module.compile: state-dict keys keep their names)
 
 
 @dataclass
@@ -170,6 +199,26 @@ class LoggerConfig:
 class TicketConfig:
     match_tolerance: float = 0.01  # a level "matches" when its test accuracy is at most this below dense (0.01 = 1 pt)
     log_masks: bool = False  # also log each level's mask to W&B as an artifact
+
+
+@dataclass
+class InstabilityConfig:
+    """branch=instability: linear mode connectivity of each analysed level (see lottery/instability.py)."""
+
+    points: int = 30  # evenly spaced interpolation points between the two copies, endpoints included
+    threshold: float = 0.02  # a level is stable when its test-error barrier is below this (0.02 = 2 points)
+    levels: list[int] | None = None  # trunk levels to analyse; null: every level, 0 (dense) included
+    bn_batches: int = 10  # networks with BatchNorm: training batches that re-estimate its statistics on the path
+
+
+@dataclass
+class EarlyBirdConfig:
+    """branch=early_bird: draw the ticket when the magnitude mask stops changing (see lottery/early_bird.py)."""
+
+    every: str = "50it"  # interval between mask snapshots during the dense search run
+    window: int = 5  # consecutive mask distances that must all be below `threshold` (You et al.: 5)
+    threshold: float = 0.1  # normalised Hamming distance between consecutive masks (You et al.: 0.1)
+    level: int | None = None  # the detector watches the mask of this level's density; null: the last level
 
 
 @dataclass
@@ -203,7 +252,10 @@ class LotteryConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig, metadata=NO_HASH)
     logger: LoggerConfig = field(default_factory=LoggerConfig, metadata=NO_HASH)
     ticket: TicketConfig = field(default_factory=TicketConfig, metadata=NO_HASH)
-    # none: the IMP trunk only | random_reinit | random_prune | oneshot: a control beside the trunk's levels
+    instability: InstabilityConfig = field(default_factory=InstabilityConfig, metadata=NO_HASH)
+    early_bird: EarlyBirdConfig = field(default_factory=EarlyBirdConfig, metadata=NO_HASH)
+    # none: the IMP trunk only | random_reinit | random_prune | oneshot: a control beside the trunk's levels |
+    # instability: linear mode connectivity of the levels | early_bird: tickets drawn when the mask settles
     branch: str = field(default="none", metadata=NO_HASH)
     name: str = field(default="default", metadata=NO_HASH)  # experiment name: outputs/<name>/<hash>/
     seed: int = field(default=0, metadata=NO_HASH)  # seeds share a hash so they compare: seed_<s>/ below it
@@ -211,15 +263,52 @@ class LotteryConfig:
     # more levels extend a run, fewer run a prefix of it.
     levels: int | None = field(default=None, metadata=NO_HASH)
     root: str = field(default="outputs", metadata=NO_HASH)  # output root
+    # Seconds a job waits for another job holding its seed's trunk, branch or ticket summary (lottery/job.py) before
+    # it gives up; null: as long as it takes; 0: refuse at once.
+    lock_timeout: float | None = field(default=None, metadata=NO_HASH)
     structured: StructuredConfig = field(default_factory=StructuredConfig)  # heads and MLP units (transformers)
 
 
+def cores_per_job(n_jobs: int | None) -> int:
+    """Threads for each of `n_jobs` jobs running at once on this machine's cores (the CPUs this process may use),
+    at least 1. n_jobs follows joblib: -1 is one job per core, -2 all cores but one, null one job."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not n_jobs:
+        jobs = 1
+    elif n_jobs > 0:
+        jobs = n_jobs
+    else:
+        jobs = max(1, cores + 1 + n_jobs)
+    return max(1, cores // jobs)
+
+
+def gpus_per_node(accelerator: str, devices: Any) -> int:
+    """The GPUs a cluster job asks for, following the trainer: 0 for trainer=cpu, `devices` GPUs for trainer=gpu."""
+    if accelerator == "cpu":
+        return 0
+    if accelerator in ("gpu", "cuda"):
+        if isinstance(devices, int) and devices > 0:
+            return devices
+        if isinstance(devices, Sequence) and not isinstance(devices, str) and len(devices) > 0:
+            return len(devices)  # a list of device indices
+    raise ValueError(
+        f"cannot tell how many GPUs a job with trainer.accelerator={accelerator} trainer.devices={devices} needs; "
+        "use trainer=cpu or trainer=gpu with a count of devices, or set hydra.launcher.gpus_per_node=<n>"
+    )
+
+
 def register() -> None:
-    """Register the schemas with Hydra's ConfigStore; conf/*.yaml extend them through their defaults lists."""
+    """Register the schemas with Hydra's ConfigStore (conf/*.yaml extend them through their defaults lists) and the
+    resolvers the launcher presets use (conf/launcher/)."""
+    for name, resolver in (("lottery.cores_per_job", cores_per_job), ("lottery.gpus_per_node", gpus_per_node)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
     cs = ConfigStore.instance()
     cs.store(name="lottery_schema", node=LotteryConfig)
     cs.store(group="model", name="mlp_schema", node=MLPConfig)
     cs.store(group="model", name="conv_schema", node=ConvConfig)
+    cs.store(group="model", name="resnet_schema", node=ResNetConfig)
+    cs.store(group="model", name="vgg_schema", node=VGGConfig)
     cs.store(group="model", name="transformer_schema", node=TransformerConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="data", name="icl_recall_schema", node=RecallDataConfig)

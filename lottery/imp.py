@@ -18,15 +18,12 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from hydra.utils import instantiate
 
 from lottery import data as datasets
-from lottery import tickets
-from lottery.branches import run_branch
 from lottery.config import LotteryConfig
 from lottery.core import artifacts
 from lottery.core import masks as M
@@ -35,7 +32,7 @@ from lottery.core.hashing import digest, hash_inputs
 from lottery.core.lr_schedule import lr_multiplier
 from lottery.core.pruning import PruningPlan, prune
 from lottery.data.datamodule import TensorDataModule
-from lottery.guard import check_output_folder, estimate_bytes, exclusive
+from lottery.guard import check_output_folder, estimate_bytes
 from lottery.layout import RunPaths
 from lottery.level import (
     Start,
@@ -46,7 +43,7 @@ from lottery.level import (
 )
 from lottery.reuse import reuse_level
 from lottery.tracking import Tracker
-from lottery.validate import check_steps, sparsity_schedule, validate
+from lottery.validate import check_augment, check_levels, check_steps, sparsity_schedule, validate
 
 # Each level's Trainer starts mid-"epoch" when it resumes at step k; our batches are a function of the step (see
 # lottery/data/batches.py), so Lightning's warning about non-resumable dataloaders does not apply.
@@ -128,8 +125,15 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
         num_samples=cfg.data.num_samples,
         settings=cfg.data,
     )
+    check_augment(cfg, splits.input_shape)
     datamodule = TensorDataModule(
-        splits, cfg.data.val_size, cfg.data.split_seed, cfg.train.batch_size, cfg.seed, total_steps=0
+        splits,
+        cfg.data.val_size,
+        cfg.data.split_seed,
+        cfg.train.batch_size,
+        cfg.seed,
+        total_steps=0,
+        augment=cfg.data.augment,
     )
     spe = datamodule.steps_per_epoch
     total, rewind = steps(cfg.train.duration, spe), steps(cfg.rewind.step, spe)
@@ -160,6 +164,7 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
         from lottery.structured.plan import configure
 
         configure(setup, weights)
+    check_levels(cfg, setup.levels)
     num_parameters = sum(p.numel() for p in build_network(model_cfg, datamodule).parameters())
     check_output_folder(setup.paths.seed_dir, estimate_bytes(num_parameters, setup.levels))
     claim(setup.paths, inputs)
@@ -232,50 +237,6 @@ def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dic
     return finish_level(setup, level, lp, module, mask, tracker)
 
 
-def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[str, Any]]:
-    """Run (or resume) every trunk level of one seed, then the configured control branch; returns the trunk's
-    per-level metrics and leaves seed_<s>/tickets.json up to date."""
-    with exclusive(setup.paths.seed_dir):
-        return _run_locked(setup, resolved, config_yaml)
-
-
-def _run_locked(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[str, Any]]:
-    paths = setup.paths
-    # Temporary files of a killed writer (the lock says no other process is writing here) are never valid artifacts.
-    for stale in paths.seed_dir.rglob(".*.tmp"):
-        stale.unlink()
-    artifacts.write_text(config_yaml, paths.config)
-    branch = setup.cfg.branch
-    trunk_tracker = Tracker(setup.cfg, paths, resolved, branch="trunk")
-    trackers = [trunk_tracker]
-    try:
-        rows = run_trunk(setup, trunk_tracker)
-        job_tracker = trunk_tracker
-        if branch != "none":
-            job_tracker = Tracker(setup.cfg, paths, resolved, branch=branch)
-            trackers.append(job_tracker)
-            run_branch(setup, branch, job_tracker)
-        if setup.cfg.pruning.strategy == "structured":  # no-retrain grid and seed_<s>/structured.json
-            from lottery.structured.run import finish_structured
-
-            finish_structured(setup)
-        summary = tickets.write(paths, setup.cfg.ticket.match_tolerance)
-        if job_tracker.run is not None:
-            figure = paths.seed_dir / "accuracy_vs_density.png"
-            plot_tickets(summary, figure)
-            level_dirs = paths.seed_dir if branch == "none" else paths.branch_dir(branch)
-            masks = (
-                {int(d.name.removeprefix("level_")): d / "mask.pt" for d in sorted(level_dirs.glob("level_*"))}
-                if setup.cfg.ticket.log_masks
-                else None
-            )
-            job_tracker.log_summary(summary, figure, masks)
-    finally:
-        for tracker in trackers:
-            tracker.finish()
-    return rows
-
-
 def run_trunk(setup: Setup, tracker: Tracker) -> list[dict[str, Any]]:
     paths = setup.paths
     rows: list[dict[str, Any]] = []
@@ -294,19 +255,3 @@ def run_trunk(setup: Setup, tracker: Tracker) -> list[dict[str, Any]]:
         write_levels_csv(paths.levels_csv, rows)
     write_levels_csv(paths.levels_csv, rows)
     return rows
-
-
-def plot_tickets(summary: dict[str, Any], path: Path) -> None:
-    """Test accuracy against density for the ticket and each control of one seed (the figure sent to W&B)."""
-    from lottery.compare import plot
-
-    lines = {
-        "ticket": [{"density": r["density"], "mean": r["test_acc"], "std": 0.0, "seeds": 1} for r in summary["levels"]]
-    }
-    for b in summary["branches"]:
-        lines[b] = [
-            {"density": r["controls"][b]["density"], "mean": r["controls"][b]["test_acc"], "std": 0.0, "seeds": 1}
-            for r in summary["levels"]
-            if b in r["controls"]
-        ]
-    plot({k: v for k, v in lines.items() if v}, "test_acc", path)

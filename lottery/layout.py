@@ -9,6 +9,8 @@
                                  level_<L>/checkpoints/last.ckpt   only while the level runs (resume point)
                                  tickets.json  ticket quality: dense accuracy, matching density, margins over controls
                                  branch_<b>/level_<L>/...           a control branch's levels, same files
+                                 branch_<b>/config.yaml             the resolved config of the branch's job
+                                 .lock, .tickets.lock, branch_<b>/.lock   flocks of jobs sharing the seed (job.py)
 
 `metrics.json` is written last: its presence is what marks a level finished, so a re-run skips exactly the levels
 whose every artifact is on disk.

@@ -20,6 +20,9 @@ from hydra.utils import instantiate
 from lottery.callbacks import LevelProgressBar, ResumeCheckpoint, RewindCapture
 from lottery.core import artifacts
 from lottery.core import masks as M
+from lottery.core.lr_schedule import constant_multiplier
+from lottery.distributed import strategy
+from lottery.fast import place_data, prepare_network
 from lottery.layout import LevelPaths
 from lottery.module import LevelModule
 
@@ -64,16 +67,23 @@ def fit_level(
     start: Start,
     tracker: Tracker,
     capture_rewind: bool = False,
+    data_seed: int | None = None,
+    callbacks: list[L.Callback] | None = None,
+    label: str | None = None,
 ) -> LevelModule:
-    """One fresh Trainer.fit of one level (trunk or branch), resuming its own last checkpoint if there is one."""
+    """One fresh Trainer.fit of one level (trunk or branch), resuming its own last checkpoint if there is one.
+
+    `data_seed`: another data order than the run seed's (the instability analysis's second copy); `callbacks` run
+    before the level's own (so their state is in a checkpoint saved at the same step); `label` names the progress
+    bar (default: the branch folder)."""
     cfg = setup.cfg
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     network = setup.network(seed=cfg.seed)
     M.check_compatible(mask, M.prunable_weights(network), source=str(lp.mask))
+    network = prepare_network(network, cfg.trainer)
     lr_lambda = setup.lr_lambda()
     if start.constant_lr is not None:
-        final = start.constant_lr
-        lr_lambda = lambda step: final  # noqa: E731
+        lr_lambda = constant_multiplier(start.constant_lr)
     ckpt_path, start_weights = start.checkpoint, None
     if start.weights is not None:
         if ckpt_path is None:
@@ -85,6 +95,37 @@ def fit_level(
         ckpt_path, start_weights = lp.last_checkpoint, None
     if ckpt_path is not None:
         check_checkpoint(Path(ckpt_path))
+    callbacks = [*(callbacks or []), ResumeCheckpoint(lp.last_checkpoint, setup.checkpoint_every, setup.total_steps)]
+    if capture_rewind:
+        callbacks.append(RewindCapture(setup.paths.rewind, setup.rewind_step))
+    if cfg.trainer.progress_bar:
+        if label is None:
+            label = "" if lp.dir.parent == setup.paths.seed_dir else lp.dir.parent.name.removeprefix("branch_")
+        callbacks.append(LevelProgressBar(level, setup.levels, M.density(mask), prefix=f"{label} " if label else ""))
+    lp.last_checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    trainer = L.Trainer(
+        max_steps=setup.total_steps,
+        max_epochs=-1,
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        strategy=strategy(cfg.trainer),
+        precision=cfg.train.precision,
+        deterministic=cfg.trainer.deterministic,
+        logger=tracker.level_loggers(level) or False,
+        callbacks=callbacks,
+        enable_checkpointing=False,
+        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        log_every_n_steps=cfg.train.log_every,
+        default_root_dir=str(setup.paths.seed_dir),
+    )
+    # The device is known once the Trainer exists; the data moves there before the module takes the validation split.
+    # Not under trainer=ddp: its spawned workers receive the module (and its data) pickled from this CPU process.
+    single = trainer.num_devices == 1 and cfg.trainer.strategy != "ddp"
+    device = trainer.strategy.root_device if single else torch.device("cpu")
+    place_data(setup.datamodule, device, cfg.trainer)
     module = LevelModule(
         network,
         optimizer=instantiate(without_name(setup.optim_cfg), _convert_="all"),
@@ -99,32 +140,21 @@ def fit_level(
         resume_progress=resuming,
         task=getattr(setup.datamodule, "task", None),
     )
-    callbacks: list[L.Callback] = [ResumeCheckpoint(lp.last_checkpoint, setup.checkpoint_every, setup.total_steps)]
-    if capture_rewind:
-        callbacks.append(RewindCapture(setup.paths.rewind, setup.rewind_step))
-    if cfg.trainer.progress_bar:
-        label = "" if lp.dir.parent == setup.paths.seed_dir else f"{lp.dir.parent.name} "
-        callbacks.append(LevelProgressBar(level, setup.levels, M.density(mask), prefix=label))
-    lp.last_checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    trainer = L.Trainer(
-        max_steps=setup.total_steps,
-        max_epochs=-1,
-        accelerator=cfg.trainer.accelerator,
-        devices=cfg.trainer.devices,
-        precision=cfg.train.precision,
-        deterministic=cfg.trainer.deterministic,
-        logger=tracker.level_loggers(level) or False,
-        callbacks=callbacks,
-        enable_checkpointing=False,
-        enable_progress_bar=cfg.trainer.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        log_every_n_steps=cfg.train.log_every,
-        default_root_dir=str(setup.paths.seed_dir),
-    )
-    trainer.fit(module, datamodule=setup.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    module.fit_device = device  # Lightning moves the module to the CPU after fit; finish_level moves it back
+    run_seed = setup.datamodule.seed
+    setup.datamodule.seed = run_seed if data_seed is None else data_seed  # read by train_dataloader() inside fit
+    try:
+        trainer.fit(module, datamodule=setup.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    finally:
+        setup.datamodule.seed = run_seed
+    module.restore_progress(trainer.callback_metrics)  # from the workers, when trainer.strategy=ddp spawned them
     return module
+
+
+def plain_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A network's state dict as plain (contiguous) CPU copies whatever the training layout (channels_last, GPU), so
+    weights files read the same under any speed switch."""
+    return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in network.state_dict().items()}
 
 
 def finish_level(
@@ -132,10 +162,13 @@ def finish_level(
 ) -> dict:
     """Write a trained level's artifacts (metrics.json last). `key`: record the level key that lets other schedules
     reuse this level (trunk levels only)."""
-    weights = {k: v.detach().cpu().clone() for k, v in module.network.state_dict().items()}
+    weights = plain_state(module.network)
     for name, m in mask.items():  # internal invariant: the mask held through every step
         assert not bool(weights[name][~m].any()), f"pruned weights of {name} are not zero"
+    # Score the test set on the training device (the GPU, where the data may already be), then release it.
+    module.to(module.fit_device)
     test_acc, test_loss = module.evaluate(setup.datamodule.x_test, setup.datamodule.y_test)
+    module.cpu()
     sparsity = setup.plan.report(mask, level)
     metrics = {
         "level": level,
@@ -150,6 +183,8 @@ def finish_level(
         "steps": setup.total_steps,
         "train_seconds": round(module.train_seconds, 3),
     }
+    if module.processes > 1:
+        metrics["processes"] = module.processes  # trained by DDP; the ranks' weights were checked identical
     if key:
         metrics["level_key"] = setup.level_key(level)
     artifacts.save_torch(weights, lp.weights)

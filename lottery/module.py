@@ -13,6 +13,7 @@ is a single forward pass over the in-memory split with no DataLoader.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 
@@ -26,6 +27,8 @@ from lottery.core import masks as M
 from lottery.tasks import Task
 
 PREFIX = "network."  # the network's keys inside the LightningModule's state dict
+# A level's results beside its weights; they travel back from spawned DDP workers in callback_metrics.
+PROGRESS = ("best_val_acc", "best_val_step", "last_val_acc", "train_seconds", "processes")
 
 
 class LevelModule(L.LightningModule):
@@ -70,7 +73,9 @@ class LevelModule(L.LightningModule):
         self.best_val_step = -1
         self.last_val_acc = float("nan")
         self.train_seconds = 0.0
+        self.processes = 1  # DDP processes that trained the level (their weights checked identical)
         self._clock = 0.0
+        self.fit_device = torch.device("cpu")  # where the level trains (set by fit_level); the test set is scored there
         # Loss and metrics of sequence tasks (lottery/tasks.py); None is classification: cross-entropy, accuracy.
         self.task = task
 
@@ -118,19 +123,10 @@ class LevelModule(L.LightningModule):
             p.masked_fill_(dead, 0)
 
     # ---- evaluation at fixed steps
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> tuple[float, float]:
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         """(accuracy, mean cross-entropy) of the current network on a whole split, in eval mode (with a task: its
         accuracy and loss, lottery/tasks.py)."""
-        was_training = self.network.training
-        self.network.eval()
-        logits = torch.cat([self.network(x[i : i + chunk].to(self.device)) for i in range(0, len(x), chunk)])
-        self.network.train(was_training)
-        y = y.to(logits.device)
-        if self.task is not None:
-            return self.task.metrics(logits, y)
-        acc = multiclass_accuracy(logits, y, num_classes=self.num_classes, average="micro", validate_args=False)
-        return float(acc), float(F.cross_entropy(logits.float(), y))
+        return evaluate_network(self.network, x, y, self.num_classes, self.device, task=self.task)
 
     def on_train_start(self) -> None:
         self._clock = time.perf_counter()
@@ -150,6 +146,30 @@ class LevelModule(L.LightningModule):
     def on_train_end(self) -> None:
         self.train_seconds += time.perf_counter() - self._clock
         self._clock = time.perf_counter()
+        # Spawned DDP workers send rank 0's weights and callback_metrics back to the driver, not module attributes:
+        # the level's progress travels there (float64, so the values arrive exactly) and restore_progress reads it.
+        if self.trainer.world_size > 1:
+            self.check_ranks_identical()
+        for key in PROGRESS:
+            self.trainer.callback_metrics[f"lottery/{key}"] = torch.tensor(getattr(self, key), dtype=torch.float64)
+
+    @torch.no_grad()
+    def check_ranks_identical(self) -> None:
+        """DDP invariant: every rank ends the level with the same masked weights, bit for bit (the same start, mask
+        and averaged gradients). A digest of each rank's weights is gathered and compared; a mismatch is an error
+        rather than a silently wrong level."""
+        digest = torch.tensor(weights_digest(self.network), dtype=torch.int64, device=self.device)
+        gathered = self.all_gather(digest).reshape(-1).cpu()
+        if not bool((gathered == gathered[0]).all()):
+            raise RuntimeError(f"DDP ranks ended the level with different weights (digests {gathered.tolist()})")
+        self.processes = int(gathered.numel())
+
+    def restore_progress(self, metrics: Mapping[str, torch.Tensor]) -> None:
+        """Take the level's progress from a finished fit's callback_metrics (a no-op for a fit in this process)."""
+        for key in PROGRESS:
+            if f"lottery/{key}" in metrics:
+                value = float(metrics[f"lottery/{key}"])
+                setattr(self, key, int(value) if key in ("best_val_step", "processes") else value)
 
     # ---- checkpoints: progress and RNG in, masked (or swapped) weights out
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -174,3 +194,36 @@ class LevelModule(L.LightningModule):
             self.train_seconds = extra["train_seconds"]
         if "torch_rng" in extra:
             torch.set_rng_state(extra["torch_rng"])
+
+
+@torch.no_grad()
+def evaluate_network(
+    network: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    device: torch.device | str = "cpu",
+    chunk: int = 8192,
+    task: Task | None = None,
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of a network on a whole split in eval mode, in chunks of `chunk` examples.
+    Shared by the training loop's evaluations and the analyses that score networks outside a fit (interpolation).
+    With a task (lottery/tasks.py): the task's accuracy and loss."""
+    was_training = network.training
+    network.eval()
+    logits = torch.cat([network(x[i : i + chunk].to(device)) for i in range(0, len(x), chunk)])
+    network.train(was_training)
+    y = y.to(logits.device)
+    if task is not None:
+        return task.metrics(logits, y)
+    acc = multiclass_accuracy(logits, y, num_classes=num_classes, average="micro", validate_args=False)
+    return float(acc), float(F.cross_entropy(logits.float(), y))
+
+
+def weights_digest(network: torch.nn.Module) -> int:
+    """A 63-bit digest of the exact bytes of every parameter and buffer, to compare networks across processes."""
+    h = hashlib.sha256()
+    for name, tensor in network.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return int.from_bytes(h.digest()[:8], "little") >> 1

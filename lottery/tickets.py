@@ -33,6 +33,9 @@ def summarize(paths: RunPaths, match_tolerance: float) -> dict[str, Any]:
         for d in sorted(paths.seed_dir.glob("branch_*"))
         if d.is_dir()
     }
+    # Branches that train comparable levels (controls, early-bird tickets); the instability analysis trains copies of
+    # the trunk's own levels, which are not a separate line.
+    branches = {name: records for name, records in branches.items() if records}
     dense = trunk[0]["test_acc"] if 0 in trunk else None
     levels = []
     for level in sorted(trunk):

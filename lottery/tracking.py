@@ -111,6 +111,15 @@ class Tracker:
         except Exception as err:
             self._fail("logging failed", err)
 
+    def log(self, values: dict[str, Any]) -> None:
+        """Free-form values of an analysis (instability barrier, early-bird step) in this branch's run."""
+        if self._open() is None:
+            return
+        try:
+            self.run.log(values)
+        except Exception as err:
+            self._fail("logging failed", err)
+
     def log_summary(self, summary: dict[str, Any], figure_path=None, masks: dict | None = None) -> None:
         """Ticket quality at the end of a run: summary values, a table of the levels, the accuracy-vs-density figure
         and, if asked, the masks as an artifact."""

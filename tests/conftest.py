@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
 
 from lottery.cli import CONF_DIR
 
@@ -28,28 +30,41 @@ TINY = [
 ]
 
 
-def compose_config(overrides: list[str] | tuple[str, ...] = ()):
+def compose_config(overrides: list[str] | tuple[str, ...] = (), keep_hydra: bool = False):
+    """The config a Hydra job of `lottery <overrides>` receives: HydraConfig is set, so `${hydra:...}` (the launcher
+    presets use it) resolves, and the `hydra` node is removed unless `keep_hydra`."""
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        cfg = compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    if not keep_hydra:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
 
 
 def tiny(root: Path, *extra: str) -> list[str]:
     return [*TINY, f"root={root}", *extra]
 
 
+def seed_dir_of(overrides: list[str] | tuple[str, ...]) -> Path:
+    """The seed folder a run of these overrides writes to (<root>/<name>/<hash>/seed_<s>)."""
+    from omegaconf import OmegaConf
+
+    from lottery.imp import experiment_hash
+
+    settings = OmegaConf.to_object(compose_config(overrides))
+    h, _ = experiment_hash(settings)
+    return Path(settings.root) / settings.name / h / f"seed_{settings.seed}"
+
+
 @pytest.fixture
 def run_tiny(tmp_path):
     """Run a tiny experiment in-process; returns (rows, seed_dir)."""
     from lottery.cli import run_config
-    from lottery.imp import experiment_hash
 
     def _run(*extra: str, root: Path | None = None):
-        cfg = compose_config(tiny(root or tmp_path, *extra))
-        rows = run_config(cfg)
-        from omegaconf import OmegaConf
-
-        settings = OmegaConf.to_object(cfg)
-        h, _ = experiment_hash(settings)
-        return rows, Path(settings.root) / settings.name / h / f"seed_{settings.seed}"
+        overrides = tiny(root or tmp_path, *extra)
+        rows = run_config(compose_config(overrides))
+        return rows, seed_dir_of(overrides)
 
     return _run

@@ -6,8 +6,10 @@ point = "step": right after optimizer step <step> of level <level>, before that 
 point = "checkpoint": in the middle of writing the resume checkpoint at <step> of <level> (half a file on disk);
 point = "level_end": after level <level> has written all its artifacts, before the next level starts;
 point = "artifact:<file>": after writing the temporary file of <file> (e.g. weights.pt) of level <level>, before it
-        is renamed into place;
-point = "branch_step": like "step", inside the control branch's level <level>.
+        is renamed into place; a <file> with a slash (search/weights.pt) names the path's end, whatever the level;
+point = "branch_step": like "step", inside the control branch's level <level>;
+point = "fit:<n>": right after optimizer step <step> of the n-th Trainer.fit of the process (1-based), whatever
+        trains there (the instability analysis's copies, the early-bird search); <level> is ignored.
 """
 
 from __future__ import annotations
@@ -84,11 +86,28 @@ elif point.startswith("artifact:"):
     replace = artifacts.os.replace
 
     def killing_replace(src, dst):
-        if str(dst).endswith(f"level_{level}/{name}"):
+        if str(dst).endswith(name if "/" in name else f"level_{level}/{name}"):
             die()  # the temporary file is complete on disk, the rename never happens
         return replace(src, dst)
 
     artifacts.os.replace = killing_replace
+elif point.startswith("fit:"):
+    target, fits = int(point.removeprefix("fit:")), {"count": 0}
+    fit = L.Trainer.fit
+
+    def counting_fit(self, *args, **kwargs):
+        fits["count"] += 1
+        return fit(self, *args, **kwargs)
+
+    L.Trainer.fit = counting_fit
+    optimizer_step = LevelModule.optimizer_step
+
+    def killing_step(self, *args, **kwargs):
+        optimizer_step(self, *args, **kwargs)
+        if fits["count"] == target and self.trainer.global_step == step:
+            die()
+
+    LevelModule.optimizer_step = killing_step
 else:
     raise SystemExit(f"unknown kill point {point!r}")
 

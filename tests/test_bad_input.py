@@ -33,6 +33,8 @@ from lottery.validate import ConfigError
         ("model.width=0", ConfigError, "model.width=0"),
         ("schedule.name=exp", ConfigError, "schedule.name='exp'"),
         ("logger.kind=tensorboard", ConfigError, "logger.kind='tensorboard'"),
+        ("trainer.threads=0", ConfigError, "trainer.threads=0 must be a positive number of threads, or null"),
+        ("lock_timeout=-1", ConfigError, "lock_timeout=-1.0 must be >= 0 seconds"),
     ],
 )
 def test_bad_values_are_refused_before_training(tmp_path, override, error, message):

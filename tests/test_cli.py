@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import tiny
+from conftest import compose_config, tiny
 
 LOTTERY = shutil.which("lottery") or str(Path(sys.executable).with_name("lottery"))
 
@@ -108,3 +108,16 @@ def test_schedule_by_width_multirun_from_the_command_line(tmp_path):
     records = [json.loads(p.read_text()) for p in (tmp_path / "default").glob("*/seed_0/level_*/metrics.json")]
     assert len(records) == 12
     assert sum("reused_from" in r for r in records) == 4  # levels 0 and 1 of the second schedule, at both widths
+
+
+def test_trainer_threads_is_applied_to_torch(tmp_path):
+    import torch
+
+    from lottery.cli import run_config
+
+    before = torch.get_num_threads()
+    try:
+        run_config(compose_config(tiny(tmp_path, "levels=0", "trainer.threads=1")))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

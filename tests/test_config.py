@@ -101,6 +101,8 @@ def test_schema_defaults_are_pinned():
             C.ModelConfig,
             C.MLPConfig,
             C.ConvConfig,
+            C.ResNetConfig,
+            C.VGGConfig,
             C.DataConfig,
             C.OptimConfig,
             C.AdamConfig,
@@ -113,11 +115,14 @@ def test_schema_defaults_are_pinned():
     }
     assert defaults["MLPConfig"]["hidden"] == [100, 100] and defaults["MLPConfig"]["width"] == 1.0
     assert defaults["ConvConfig"]["blocks"] == [64, 128] and defaults["ConvConfig"]["fc"] == [256, 256]
+    assert defaults["ResNetConfig"]["depth"] == 20 and defaults["ResNetConfig"]["width"] == 1.0
+    assert defaults["VGGConfig"]["depth"] == 16 and defaults["VGGConfig"]["width"] == 1.0
     assert defaults["DataConfig"] == {
         "name": "???",
         "val_size": 500,
         "split_seed": 0,
         "num_samples": 5000,
+        "augment": False,
         "root": "data",
         "download": False,
     }

@@ -1,5 +1,6 @@
-"""Datasets, all available offline: MNIST-1D (generated), sklearn digits (shipped), MNIST/Fashion-MNIST (IDX files),
-in-context learning prompts (generated, lottery/data/icl.py)."""
+"""Datasets, all available offline: MNIST-1D and a CIFAR-10-shaped set (generated), sklearn digits (shipped),
+MNIST/Fashion-MNIST (IDX files), CIFAR-10 (python-pickle batches) and in-context learning prompts (generated,
+lottery/data/icl.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from lottery.data.icl import ICL_DATASETS, load_icl
 from lottery.data.splits import DatasetNotFoundError, Splits
 
-DATASETS = ("mnist1d", "digits", "mnist", "fashion_mnist", *ICL_DATASETS)
+DATASETS = ("mnist1d", "digits", "mnist", "fashion_mnist", "cifar10", "synthetic_cifar10", *ICL_DATASETS)
 
 
 def load(
@@ -30,6 +31,14 @@ def load(
         from lottery.data.idx import load_idx_dataset
 
         return load_idx_dataset(root, name, download=download)
+    if name == "cifar10":
+        from lottery.data.cifar import load_cifar10
+
+        return load_cifar10(root, download_missing=download)
+    if name == "synthetic_cifar10":
+        from lottery.data.synthetic import load_synthetic_cifar10
+
+        return load_synthetic_cifar10(num_samples=num_samples)
     raise ValueError(f"data.name={name!r} is not one of {DATASETS}")
 
 

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.error import URLError
@@ -168,14 +169,16 @@ def _fetch(url: str, dest: Path) -> None:
         shutil.copyfileobj(response, out)
 
 
-def _download_one(folder: Path, file_name: str, source: _Source) -> None:
-    """Download `file_name` into `folder`, trying each mirror, and move it into place only once its MD5 matches."""
-    expected = source.md5[file_name]
+def download_verified(urls: Sequence[str], dest: Path, md5: str, fix: str | None = None) -> None:
+    """Fetch `dest` from the first of `urls` that answers, moving it into place only once its MD5 equals `md5`.
+
+    A checksum mismatch raises ChecksumMismatchError at once (a wrong file is not a network problem to retry); when
+    every URL fails, DatasetNotFoundError names the folder, the file and each failure.
+    """
     failures: list[str] = []
-    for mirror in source.mirrors:
-        url = mirror + file_name
+    for url in urls:
         # Same folder as the target so os.replace is an atomic rename on one filesystem.
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{file_name}.", suffix=".part", dir=folder)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         try:
@@ -184,16 +187,22 @@ def _download_one(folder: Path, file_name: str, source: _Source) -> None:
             except (URLError, OSError, TimeoutError) as error:  # URLError is an OSError; listed for the reader
                 failures.append(f"{url}: {error}")
                 continue
-            verify_md5(tmp, expected)
-            os.replace(tmp, folder / file_name)
+            verify_md5(tmp, md5)
+            os.replace(tmp, dest)
             return
         finally:
             tmp.unlink(missing_ok=True)  # a no-op after os.replace succeeded
     raise DatasetNotFoundError(
-        folder,
-        [file_name],
-        reason=f"download of {file_name} failed from every mirror: " + "; ".join(failures),
+        dest.parent,
+        [dest.name],
+        reason=f"download of {dest.name} failed from every mirror: " + "; ".join(failures),
+        fix=fix,
     )
+
+
+def _download_one(folder: Path, file_name: str, source: _Source) -> None:
+    """Download `file_name` into `folder`, trying each mirror, and move it into place only once its MD5 matches."""
+    download_verified([mirror + file_name for mirror in source.mirrors], folder / file_name, source.md5[file_name])
 
 
 # ---------------------------------------------------------------------------------------------------- loading

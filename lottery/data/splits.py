@@ -21,6 +21,9 @@ class Splits:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    # Per channel, the value a black (all-zero) pixel has after normalisation: what random-crop padding fills with, so
+    # a crop of normalised images equals torchvision's RandomCrop(padding=4) applied before Normalize. None: zeros.
+    pad_value: tuple[float, ...] | None = None
     # Loss and metrics for targets that are not one class label per example (lottery/tasks.py; in-context prompts).
     # None: classification, cross-entropy and accuracy.
     task: Any = None
@@ -38,14 +41,20 @@ class DatasetNotFoundError(FileNotFoundError):
     folder, the missing file names and what to do, because this is usually the first error a new user meets.
     """
 
-    def __init__(self, folder: str | Path, missing: Sequence[str], reason: str | None = None) -> None:
+    def __init__(
+        self, folder: str | Path, missing: Sequence[str], reason: str | None = None, fix: str | None = None
+    ) -> None:
         self.folder = Path(folder)
         self.missing = list(missing)
         lines = [
             reason or f"dataset files are missing from {self.folder}",
             f"folder: {self.folder}",
             "missing files: " + ", ".join(self.missing),
-            f"fix: put these files (plain or .gz) in {self.folder}, "
-            "or set data.download=true on a machine with network access",
+            "fix: "
+            + (
+                fix
+                or f"put these files (plain or .gz) in {self.folder}, or set data.download=true on a machine with "
+                "network access"
+            ),
         ]
         super().__init__("\n".join(lines))

@@ -6,6 +6,8 @@ architecture's own settings from `conf/model/*.yaml`.
 
 from lottery.models.conv import ConvNet
 from lottery.models.mlp import MLP
+from lottery.models.resnet import ResNet
 from lottery.models.transformer import Transformer
+from lottery.models.vgg import VGG
 
-__all__ = ["MLP", "ConvNet", "Transformer"]
+__all__ = ["MLP", "VGG", "ConvNet", "ResNet", "Transformer"]

@@ -1,0 +1,165 @@
+"""branch=early_bird: tickets drawn when the magnitude mask stops changing (You et al. 2020, "Drawing Early-Bird
+Tickets"), retrained like the trunk's tickets so that the only difference is the mask.
+
+1. Search: a dense run from the seed's theta_0 with the run's data order (so its first steps are exactly the trunk's
+   level 0). Every `early_bird.every` steps the mask of the watched level's density is drawn with the run's own
+   pruning plan (scope, ignored layers, per-layer rates) and its normalised Hamming distance to the previous one is
+   recorded; the run stops at the first step where the last `window` distances are all below `threshold`, and its
+   weights there are the early-bird weights. If the detector never fires, the search ends with the dense training and
+   the record says so.
+2. Tickets: for every trunk level L >= 1, the early-bird weights pruned straight to level L's density (one shot), then
+   trained from the rewind point k like the trunk's level L.
+3. Report: seed_<s>/branch_early_bird/early_bird.json compares each early-bird ticket with the IMP ticket at the same
+   level, and the steps spent finding each mask: L full trainings for IMP, the search's steps for the early bird.
+
+Outputs, in branch_early_bird/ (or branch_early_bird_<setting><value>.../ when early_bird settings differ from their
+defaults, so that a sweep over them keeps each search apart): search/ (weights.pt at the firing step; search.json,
+written last), level_<L>/ (a level's usual files; `lottery-compare` and tickets.json treat the line like a control),
+early_bird.json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+from rich.console import Console
+
+from lottery.branches import branch_folder, run_branch
+from lottery.core import artifacts
+from lottery.core import masks as M
+from lottery.core.duration import steps
+from lottery.core.early_bird import EarlyBirdDetector
+from lottery.core.pruning import prune
+from lottery.layout import LevelPaths
+from lottery.level import Start, fit_level, plain_state
+
+if TYPE_CHECKING:
+    from lottery.imp import Setup
+    from lottery.tracking import Tracker
+
+BRANCH = "early_bird"  # the branch; its folder is branch_<branch_folder(cfg)>/, the name plus changed settings
+
+
+class EarlyBirdCallback(L.Callback):
+    """Draws the watched mask every `every` steps, feeds the detector and stops the fit when it fires. Its state (the
+    detector's distances and last mask) goes into the level's resume checkpoints, so a killed search resumes exactly."""
+
+    def __init__(self, detector: EarlyBirdDetector, every: int, draw_mask: Callable[[dict], M.Mask]) -> None:
+        self.detector = detector
+        self.every = max(1, every)
+        self.draw_mask = draw_mask
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.detector.fired_step is not None:  # resumed from a checkpoint saved at the firing step itself
+            trainer.should_stop = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if step % self.every:
+            return
+        weights = {n: w.detach() for n, w in M.prunable_weights(pl_module.network).items()}
+        if self.detector.update(step, self.draw_mask(weights)):
+            trainer.should_stop = True  # the loop ends after this step: the network holds the step's weights
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.detector.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.detector.load_state_dict(state_dict)
+
+
+def watched_level(setup: Setup) -> int:
+    """early_bird.level, or the last level; validate.check_levels has checked it exists before any training."""
+    return setup.levels if setup.cfg.early_bird.level is None else setup.cfg.early_bird.level
+
+
+def search_paths(setup: Setup) -> LevelPaths:
+    return LevelPaths(setup.paths.branch_dir(branch_folder(setup.cfg)) / "search")
+
+
+def run_search(setup: Setup, tracker: Tracker) -> dict[str, Any]:
+    """The dense search run (resumable); returns its record, with the early-bird weights in search/weights.pt."""
+    lp = search_paths(setup)
+    record_path = lp.dir / "search.json"
+    if record_path.is_file():
+        return artifacts.read_json(record_path, "early-bird search record")
+    eb = setup.cfg.early_bird
+    level = watched_level(setup)
+    dense = {n: torch.ones(shape, dtype=torch.bool) for n, shape in setup.shapes.items()}
+
+    def draw_mask(weights: dict) -> M.Mask:
+        return prune({n: w.cpu() for n, w in weights.items()}, dense, setup.plan, level)
+
+    every = steps(eb.every, setup.datamodule.steps_per_epoch)
+    detector = EarlyBirdDetector(window=eb.window, threshold=eb.threshold)
+    callback = EarlyBirdCallback(detector, every, draw_mask)
+    module = fit_level(setup, lp, 0, dense, Start(), tracker, callbacks=[callback], label="early-bird search")
+    weights = plain_state(module.network)
+    fired = detector.fired_step is not None
+    record = {
+        "watched_level": level,
+        "watched_density": setup.plan.report(draw_mask(weights), level)["density"],
+        "every": every,
+        "window": eb.window,
+        "threshold": eb.threshold,
+        "fired": fired,
+        "early_bird_step": detector.fired_step if fired else setup.total_steps,
+        "steps": detector.steps,
+        "distances": detector.distances,
+    }
+    artifacts.save_torch(weights, lp.weights)
+    artifacts.write_json(record, record_path)  # last: marks the search finished
+    lp.last_checkpoint.unlink(missing_ok=True)
+    if lp.last_checkpoint.parent.is_dir() and not any(lp.last_checkpoint.parent.iterdir()):
+        lp.last_checkpoint.parent.rmdir()
+    if not fired:
+        Console(stderr=True).print(
+            f"[yellow]early bird: the mask distances never stayed below {eb.threshold} for {eb.window} snapshots; "
+            "the tickets are drawn from the fully trained dense network (see search.json's distances)[/]"
+        )
+    return record
+
+
+def early_bird_mask(setup: Setup, level: int) -> M.Mask:
+    """The early-bird weights pruned in one shot to level L's density, with the trunk's pruning plan."""
+    weights = artifacts.load_torch(search_paths(setup).weights, "early-bird weights")
+    dense = {n: torch.ones(shape, dtype=torch.bool) for n, shape in setup.shapes.items()}
+    return prune({n: weights[n] for n in dense}, dense, setup.plan, level)
+
+
+def report(setup: Setup, search: dict[str, Any]) -> dict[str, Any]:
+    """Each early-bird ticket beside the IMP ticket of its level, with the training steps each spent on its mask."""
+    rows = []
+    for level in range(1, setup.levels + 1):
+        ticket = setup.paths.level(level)
+        bird = setup.paths.branch_level(branch_folder(setup.cfg), level)
+        if not (ticket.done and bird.done):
+            continue
+        imp = artifacts.read_json(ticket.metrics, "level metrics")
+        eb = artifacts.read_json(bird.metrics, "early-bird level metrics")
+        imp_search = level * setup.total_steps  # levels 0..L-1 trained in full to find level L's mask
+        rows.append(
+            {
+                "level": level,
+                "density": eb["density"],
+                "early_bird_test_acc": eb["test_acc"],
+                "imp_test_acc": imp["test_acc"],
+                "difference": eb["test_acc"] - imp["test_acc"],
+                "imp_search_steps": imp_search,
+                "early_bird_search_steps": search["early_bird_step"],
+                "steps_saved": imp_search - search["early_bird_step"],
+            }
+        )
+    summary = {**search, "train_steps_per_ticket": setup.total_steps, "levels": rows}
+    artifacts.write_json(summary, setup.paths.branch_dir(branch_folder(setup.cfg)) / "early_bird.json")
+    return summary
+
+
+def run_early_bird(setup: Setup, tracker: Tracker) -> dict[str, Any]:
+    search = run_search(setup, tracker)
+    tracker.log({"early_bird/step": search["early_bird_step"], "early_bird/fired": int(search["fired"])})
+    run_branch(setup, BRANCH, tracker, folder=branch_folder(setup.cfg))
+    return report(setup, search)

@@ -1,0 +1,33 @@
+"""The speed switches of a level: trainer.data_on_device, trainer.channels_last and trainer.compile.
+
+None is hashed: they change how fast a level trains, not the recipe. channels_last and compile may change float
+rounding (kernels that sum in another order), as any change of GPU kernel does. Each keeps pruned weights exactly
+zero (tests/test_fast_path.py): the mask is a masked fill of the parameters themselves after every optimizer step,
+outside the compiled forward, whatever the memory layout.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lottery.config import TrainerConfig
+from lottery.data.datamodule import TensorDataModule
+
+
+def prepare_network(network: nn.Module, trainer: TrainerConfig) -> nn.Module:
+    """Apply channels_last and compile to a freshly built network, before its optimizer exists."""
+    if trainer.channels_last:
+        network = network.to(memory_format=torch.channels_last)  # 4-d (conv) weights only; Linear is unchanged
+    if trainer.compile:
+        # In place (nn.Module.compile), not `torch.compile(network)`: the wrapper that returns prefixes every
+        # state-dict key with `_orig_mod.`, while masks, checkpoints and weights.pt name parameters plainly.
+        network.compile()
+    return network
+
+
+def place_data(datamodule: TensorDataModule, device: torch.device, trainer: TrainerConfig) -> None:
+    """Move the splits to the training device once per run (they stay there for every later level). A no-op on the
+    CPU, where they already are."""
+    if trainer.data_on_device and device.type != "cpu":
+        datamodule.to_device(device, channels_last=trainer.channels_last)

@@ -1,0 +1,111 @@
+"""Launcher presets: launcher=joblib runs a sweep's jobs side by side on this machine, launcher=slurm composes into a
+valid SLURM job array (checked by building its sbatch script; no cluster needed), and trainer.threads is applied."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config, tiny
+from omegaconf import OmegaConf
+from test_cli import lottery
+
+from lottery import config as C
+from lottery.validate import validate
+
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def test_joblib_sweep_runs_two_jobs_in_their_own_processes_sharing_one_trunk(tmp_path):
+    """The issue's example: two branches of one seed need the same trunk. Both jobs succeed, in two worker
+    processes, each with the cores split between them, and the seed folder ends with both controls."""
+    sweep = ("launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0", "branch=random_reinit,random_prune")
+    proc = lottery("-m", *tiny(tmp_path, *sweep), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout and "is launching 2 jobs" in proc.stdout
+    (seed_dir,) = list(tmp_path.glob("default/*/seed_0"))
+    trunk = [json.loads((seed_dir / f"level_{lvl}" / "metrics.json").read_text()) for lvl in range(3)]
+    assert [m["target_density"] for m in trunk] == [1.0, 0.8, pytest.approx(0.64)]
+    pids = set()
+    for branch in ("random_reinit", "random_prune"):
+        folder = seed_dir / f"branch_{branch}"
+        for lvl in (1, 2):
+            metrics = json.loads((folder / f"level_{lvl}" / "metrics.json").read_text())
+            assert metrics["density"] == pytest.approx(trunk[lvl]["density"], abs=1e-3)
+            mask = torch.load(folder / f"level_{lvl}" / "mask.pt", weights_only=True)
+            assert sum(int(m.sum()) for m in mask.values()) == metrics["remaining_weights"]
+        job = OmegaConf.load(folder / "config.yaml")  # the job's own resolved config
+        assert job.branch == branch
+        assert job.trainer.threads == max(1, CORES // 2) and job.trainer.progress_bar is False
+        pids.add(int((folder / ".lock").read_text().split()[0]))  # the last holder of the branch's lock
+    assert len(pids) == 2, "the two jobs should run in two joblib worker processes"
+    summary = json.loads((seed_dir / "tickets.json").read_text())
+    assert summary["branches"] == ["random_prune", "random_reinit"]
+    assert all(set(r["controls"]) == {"random_prune", "random_reinit"} for r in summary["levels"][1:])
+    assert not list(seed_dir.rglob("*.tmp"))
+    assert sorted(p.name for p in tmp_path.glob(".hydra/multirun/*/*/*") if p.is_dir()) == ["0", "1"]
+
+
+def slurm_config(*overrides: str, keep_hydra: bool = True):
+    return compose_config(["launcher=slurm", "hydra.launcher.partition=gpu", *overrides], keep_hydra=keep_hydra)
+
+
+def test_slurm_preset_composes_validates_and_builds_an_sbatch_script(tmp_path, monkeypatch):
+    """The real plugin launches the sweep up to submission; the sbatch script it would submit is checked instead."""
+    import submitit
+    from hydra.utils import instantiate
+
+    cfg = slurm_config(f"root={tmp_path}", "trainer=gpu")
+    launcher_cfg = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert launcher_cfg["_target_"].endswith("SlurmLauncher")
+    assert launcher_cfg["gpus_per_node"] == 1 and launcher_cfg["tasks_per_node"] == 1
+    assert Path(launcher_cfg["submitit_folder"]).is_relative_to(tmp_path)  # under the outputs root
+    settings = OmegaConf.to_object(
+        slurm_config(f"root={tmp_path}", "trainer=gpu", keep_hydra=False)
+    )  # as a job sees it
+    validate(settings)
+    assert settings.trainer.threads == launcher_cfg["cpus_per_task"] == 4
+
+    scripts = []
+
+    def capture(executor, fn, *iterables):  # stands in for sbatch: keep the script, run nothing
+        scripts.append(executor._executor._make_submission_file_text("python -m submitit.core._submit", "0"))
+        return []
+
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2))  # as if srun were here
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", capture)
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.setup(hydra_context=None, task_function=None, config=cfg)
+    launcher.launch([["seed=0"], ["seed=1"]], initial_job_idx=0)
+    (script,) = scripts
+    for flag in (
+        "--partition=gpu",
+        "--gpus-per-node=1",
+        "--cpus-per-task=4",
+        "--ntasks-per-node=1",
+        "--mem=16GB",
+        "--time=240",
+        "--job-name=lottery-default",
+        f"--output={tmp_path}",
+    ):
+        assert f"#SBATCH {flag}" in script, flag
+
+
+def test_slurm_asks_for_the_gpus_the_trainer_uses():
+    gpus = lambda *o: OmegaConf.to_container(slurm_config(*o).hydra.launcher, resolve=True)["gpus_per_node"]  # noqa: E731
+    assert gpus("trainer=cpu") == 0
+    assert gpus("trainer=gpu", "trainer.devices=2") == 2
+    assert gpus("trainer=gpu", "trainer.devices=[0,3]") == 2
+    assert gpus("trainer=gpu", "hydra.launcher.gpus_per_node=8") == 8
+    with pytest.raises(Exception, match="trainer.accelerator=auto.*hydra.launcher.gpus_per_node=<n>"):
+        gpus("trainer.accelerator=auto")
+
+
+@pytest.mark.parametrize("n_jobs,cores,threads", [(2, 2, 1), (2, 16, 8), (-1, 8, 1), (-2, 8, 8 // 7), (3, 2, 1)])
+def test_joblib_preset_divides_the_cores_among_the_jobs(monkeypatch, n_jobs, cores, threads):
+    monkeypatch.setattr(C.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    cfg = compose_config(["launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"])
+    assert cfg.trainer.threads == threads
