@@ -90,7 +90,8 @@ def interpolation_curve(
     for alpha in alphas(points):
         network.load_state_dict(interpolate(state_a, state_b, alpha))
         reestimate_batchnorm(network, dm.x_train, dm.batch_size, setup.cfg.instability.bn_batches)
-        acc, loss = evaluate_network(network, dm.x_test, dm.y_test, dm.num_classes, device)
+        task = getattr(dm, "task", None)  # in-context tasks score with their own metrics (lottery/tasks.py)
+        acc, loss = evaluate_network(network, dm.x_test, dm.y_test, dm.num_classes, device, task=task)
         curve["alpha"].append(alpha)
         curve["test_error"].append(1.0 - acc)
         curve["test_loss"].append(loss)

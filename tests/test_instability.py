@@ -220,3 +220,23 @@ def test_compare_plots_barrier_and_ticket_accuracy_against_the_rewind_point(tmp_
         for k, stable in ((0, False), (100, False), (500, True), (2000, True))
     ] + [{"label": "c", "level": 2, "rewind_step": 0, "stable": False}]
     assert earliest_stable(rows) == {("c", 1): 500, ("c", 2): None}
+
+
+def test_instability_of_a_transformer_with_structured_masks_scores_the_in_context_task(run_tiny):
+    """The analysis works for every model of the project: a tiny transformer on in-context recall, heads pruned as
+    whole units; the curve's endpoints are the copies' own in-context accuracies and removed heads stay zero."""
+    from test_structured_run import ICL
+
+    _, seed_dir = run_tiny(
+        *ICL, "levels=1", "rewind=weights", "rewind.step=10it", "branch=instability", "instability.points=3"
+    )
+    for level in (0, 1):
+        analysis = seed_dir / "branch_instability" / f"level_{level}"
+        record = json.loads((analysis / "instability.json").read_text())
+        trunk = json.loads((seed_dir / f"level_{level}" / "metrics.json").read_text())
+        copy_b = json.loads((analysis / "copy_b" / "metrics.json").read_text())
+        assert record["error_a"] == 1.0 - trunk["test_acc"] and record["error_b"] == 1.0 - copy_b["test_acc"]
+    mask = torch.load(seed_dir / "level_1" / "mask.pt", weights_only=True)
+    assert any(not m.all() for m in mask.values())  # level 1 really removed units
+    b = torch.load(seed_dir / "branch_instability" / "level_1" / "copy_b" / "weights.pt", weights_only=True)
+    assert all(not b[k][~m].any() for k, m in mask.items())

@@ -57,10 +57,11 @@ def check_structured(cfg: LotteryConfig) -> None:
             check_settings(cfg.data)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-    if (icl or cfg.pruning.strategy == "structured") and cfg.branch in ("instability", "early_bird"):
+    if cfg.pruning.strategy == "structured" and cfg.branch == "early_bird":
         raise ConfigError(
-            f"branch={cfg.branch} is not available for in-context tasks or structured pruning yet (it scores networks "
-            "by class accuracy and draws weight masks); use branch=none, random_reinit, random_prune or oneshot"
+            "branch=early_bird is not available for pruning.strategy=structured yet (its detector draws "
+            "weight-magnitude masks, not unit masks); use pruning.strategy=magnitude, or branch=none, random_reinit, "
+            "random_prune, oneshot or instability"
         )
     s = cfg.structured
     if s.procedure not in PROCEDURES:
