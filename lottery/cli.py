@@ -72,7 +72,7 @@ def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
     from lottery.core import artifacts
     from lottery.imp import prepare
     from lottery.job import run
-    from lottery.report import print_ticket_table
+    from lottery.reports.table import print_ticket_table
 
     settings = OmegaConf.to_object(cfg)  # the typed dataclasses; the driver never sees a DictConfig
     use_threads(settings.trainer.threads)

@@ -172,7 +172,7 @@ class TrainConfig:
 class TrainerConfig:
     accelerator: str = "cpu"  # cpu | gpu | auto
     devices: Any = 1
-    # auto: one process | ddp: data-parallel over `devices` processes (spawned per level; see lottery/distributed.py)
+    # auto: one process | ddp: data-parallel over `devices` processes (spawned per level; see lottery/training/distributed.py)
     strategy: str = "auto"
     deterministic: bool = True  # bit-identical resumes on CPU need deterministic kernels
     progress_bar: bool = True
@@ -180,7 +180,7 @@ class TrainerConfig:
     # machine must share its cores (2 jobs on 2 cores with 2 threads each ran 10-40x slower): launcher=joblib sets
     # cores // n_jobs, launcher=slurm the task's cpus_per_task.
     threads: int | None = None
-    # Speed switches (lottery/fast.py). Not hashed: they change speed and, at most, float rounding, not the recipe.
+    # Speed switches (lottery/training/fast.py). Not hashed: they change speed and, at most, float rounding, not the recipe.
     # Move the train/val/test tensors to the GPU once per run (no DataLoader workers, no per-step copies); no-op on CPU.
     data_on_device: bool = True
     channels_last: bool = False  # NHWC memory layout for conv weights and image batches (faster convs on GPUs)
@@ -203,7 +203,7 @@ class TicketConfig:
 
 @dataclass
 class InstabilityConfig:
-    """branch=instability: linear mode connectivity of each analysed level (see lottery/instability.py)."""
+    """branch=instability: linear mode connectivity of each analysed level (see lottery/branches/instability.py)."""
 
     points: int = 30  # evenly spaced interpolation points between the two copies, endpoints included
     threshold: float = 0.02  # a level is stable when its test-error barrier is below this (0.02 = 2 points)
@@ -213,7 +213,7 @@ class InstabilityConfig:
 
 @dataclass
 class EarlyBirdConfig:
-    """branch=early_bird: draw the ticket when the magnitude mask stops changing (see lottery/early_bird.py)."""
+    """branch=early_bird: draw the ticket when the magnitude mask stops changing (see lottery/branches/early_bird.py)."""
 
     every: str = "50it"  # interval between mask snapshots during the dense search run
     window: int = 5  # consecutive mask distances that must all be below `threshold` (You et al.: 5)

@@ -33,8 +33,8 @@ from lottery.core.lr_schedule import lr_multiplier
 from lottery.core.pruning import PruningPlan, prune
 from lottery.data.datamodule import TensorDataModule
 from lottery.guard import check_output_folder, estimate_bytes
-from lottery.layout import RunPaths
-from lottery.level import (
+from lottery.core.layout import RunPaths
+from lottery.training.fit import (
     Start,
     finish_level,
     fit_level,
@@ -42,7 +42,7 @@ from lottery.level import (
     write_levels_csv,
 )
 from lottery.reuse import reuse_level
-from lottery.tracking import Tracker
+from lottery.training.tracking import Tracker
 from lottery.validate import check_augment, check_levels, check_steps, sparsity_schedule, validate
 
 # Each level's Trainer starts mid-"epoch" when it resumes at step k; our batches are a function of the step (see

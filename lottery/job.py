@@ -9,7 +9,7 @@ over each other's files:
 A job that finds a lock held waits (lottery/guard.py says once which pid it waits for), then carries on from what the
 holder left on disk: finished levels (those with a metrics.json) are skipped, so the second of two jobs needing one
 trunk reads it and goes straight to its own branch. Branches of one seed run side by side: each writes only under
-its own folder and logs to its own W&B run (one per hash, seed and branch; lottery/tracking.py). A job holds one
+its own folder and logs to its own W&B run (one per hash, seed and branch; lottery/training/tracking.py). A job holds one
 lock at a time, so jobs cannot deadlock. While a branch trains, another job may only add trunk levels beyond the ones
 the branch reads; finished levels are never rewritten.
 """
@@ -20,18 +20,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lottery import tickets
-from lottery.branches import branch_folder, run_branch
+from lottery.reports import tickets
+from lottery.branches.controls import branch_folder, run_branch
 from lottery.core import artifacts
-from lottery.early_bird import run_early_bird
+from lottery.branches.early_bird import run_early_bird
 from lottery.guard import exclusive
 from lottery.imp import run_trunk
-from lottery.instability import run_instability
-from lottery.tracking import Tracker
+from lottery.branches.instability import run_instability
+from lottery.training.tracking import Tracker
 
 if TYPE_CHECKING:
     from lottery.imp import Setup
-    from lottery.layout import RunPaths
+    from lottery.core.layout import RunPaths
 
 TICKETS_TMP = ".tickets.json.*.tmp"  # tickets.json's temporary files (lottery/core/artifacts.py names them)
 
@@ -106,7 +106,7 @@ def _log_summary(setup: Setup, summary: dict[str, Any], tracker: Tracker) -> Non
 
 def plot_tickets(summary: dict[str, Any], path: Path) -> None:
     """Test accuracy against density for the ticket and each control of one seed (the figure sent to W&B)."""
-    from lottery.compare import plot
+    from lottery.reports.compare import plot
 
     lines = {
         "ticket": [{"density": r["density"], "mean": r["test_acc"], "std": 0.0, "seeds": 1} for r in summary["levels"]]

@@ -6,14 +6,14 @@ where those are built, still before the first step; see the table in the README.
 
 from __future__ import annotations
 
-from lottery.branches import BRANCHES as CONTROL_BRANCHES
+from lottery.branches.controls import BRANCHES as CONTROL_BRANCHES
 from lottery.config import LotteryConfig, ResNetConfig, VGGConfig
 from lottery.core.duration import Duration
 from lottery.core.lr_schedule import KINDS as SCHEDULES
 from lottery.core.pruning import SCOPES, check_fraction
 from lottery.core.schedule import SparsitySchedule
 from lottery.data import DATASETS
-from lottery.distributed import STRATEGIES
+from lottery.training.distributed import STRATEGIES
 
 REWIND_MODES = ("weights", "lr", "finetune")
 ANALYSES = ("instability", "early_bird")  # branches that analyse the trunk rather than control it

@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import lightning as L  # noqa: E402
 from conftest import compose_config  # noqa: E402
 
-import lottery.callbacks as callbacks  # noqa: E402
+import lottery.training.callbacks as callbacks  # noqa: E402
 import lottery.imp as imp  # noqa: E402
 from lottery.cli import run_config  # noqa: E402
-from lottery.module import LevelModule  # noqa: E402
+from lottery.training.module import LevelModule  # noqa: E402
 
 point, level, step, overrides = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 current = {"level": -1, "branch": False}

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from lottery.module import PREFIX, LevelModule
+from lottery.training.module import PREFIX, LevelModule
 
 
 @pytest.fixture

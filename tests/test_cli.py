@@ -45,8 +45,8 @@ def test_wandb_offline_runs_per_branch_hold_the_documented_metrics(tmp_path):
     stable metric names, read back from the run files themselves."""
     from wandb_records import read_run
 
-    from lottery.layout import RunPaths
-    from lottery.tracking import run_id
+    from lottery.core.layout import RunPaths
+    from lottery.training.tracking import run_id
 
     proc = lottery(
         *tiny(tmp_path, "logger=wandb", "levels=1", "branch=random_prune", "ticket.log_masks=true"), cwd=tmp_path

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import compose_config, tiny
 
-from lottery.module import weights_digest
+from lottery.training.module import weights_digest
 
 DDP = ("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2")
 

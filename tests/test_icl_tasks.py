@@ -8,7 +8,7 @@ import torch
 
 from lottery.config import RecallDataConfig, RegressionDataConfig
 from lottery.data import load
-from lottery.tasks import IGNORE, Regression, TokenRecall
+from lottery.data.tasks import IGNORE, Regression, TokenRecall
 
 RECALL = RecallDataConfig(name="icl_recall", num_train=300, num_test=50, n_keys=5, n_values=7, n_pairs=9)
 REGRESSION = RegressionDataConfig(name="icl_regression", num_train=300, num_test=50, n_dims=3, n_points=8)

@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from lottery.core.pruning import keep_count
-from lottery.module import PREFIX, LevelModule
+from lottery.training.module import PREFIX, LevelModule
 
 LEVEL_FILES = {"mask.pt", "weights.pt", "metrics.json", "sparsity.json"}
 METRIC_KEYS = {"level", "density", "test_acc", "best_val_acc", "best_val_step", "train_seconds"}

@@ -95,7 +95,7 @@ def test_instability_branch_writes_a_curve_whose_endpoints_are_the_two_copies(in
 
 def test_barrier_of_a_network_with_itself_is_zero(instability_run):
     from lottery.imp import prepare
-    from lottery.instability import interpolation_curve
+    from lottery.branches.instability import interpolation_curve
 
     _, overrides, seed_dir = instability_run
     cfg = compose_config(overrides)
@@ -110,9 +110,9 @@ def test_copy_a_is_the_trunk_level_retrained_from_the_rewind_point_with_the_run_
     """Why the trunk's own level serves as copy a: training from the rewind checkpoint with the run's data order
     gives the trunk's level 0 bit for bit (its first k steps are what the checkpoint holds)."""
     from lottery.imp import prepare
-    from lottery.layout import LevelPaths
-    from lottery.level import Start, fit_level
-    from lottery.tracking import Tracker
+    from lottery.core.layout import LevelPaths
+    from lottery.training.fit import Start, fit_level
+    from lottery.training.tracking import Tracker
 
     root, overrides, seed_dir = instability_run
     cfg = compose_config(overrides)
@@ -190,8 +190,8 @@ def test_instability_killed_in_the_second_copy_resumes_to_the_same_record(tmp_pa
 
 def test_compare_plots_barrier_and_ticket_accuracy_against_the_rewind_point(tmp_path):
     from lottery.cli import run_config
-    from lottery.compare import main
-    from lottery.stability_report import earliest_stable
+    from lottery.reports.compare import main
+    from lottery.reports.stability import earliest_stable
 
     records = {}
     for k in ("0it", "20it"):

@@ -89,7 +89,7 @@ def test_wandb_that_cannot_start_is_reported_once_and_the_run_completes(tmp_path
 
 
 def test_wandb_failing_mid_run_is_reported_once_and_the_run_completes(tmp_path, monkeypatch):
-    from lottery.tracking import Tracker
+    from lottery.training.tracking import Tracker
 
     real_open = Tracker._open
 

@@ -93,7 +93,7 @@ def test_killed_run_resumes_to_identical_results(
     from conftest import compose_config
 
     from lottery.cli import run_config
-    from lottery.module import LevelModule
+    from lottery.training.module import LevelModule
 
     starts = []
     on_train_start = LevelModule.on_train_start

@@ -178,7 +178,7 @@ def test_regression_prompts_run_the_no_retrain_grid(run_tiny):
 
 
 def test_lottery_compare_reports_head_overlap_and_rank_correlations_across_seeds_and_tasks(run_tiny, tmp_path):
-    from lottery.compare import main
+    from lottery.reports.compare import main
 
     for seed in (0, 1):
         _, seed_dir = run_tiny(*ICL, "structured.procedure=no_retrain", f"seed={seed}")

@@ -8,7 +8,7 @@ import torch
 
 from lottery.core.unit_scores import gradient_scores, magnitude_scores
 from lottery.models import Transformer
-from lottery.tasks import IGNORE, Regression, TokenRecall
+from lottery.data.tasks import IGNORE, Regression, TokenRecall
 
 
 def tiny(task: str):

@@ -36,7 +36,7 @@ def traced_fit_level(setup, lp, level, *args, **kwargs):
     return module
 
 
-imp.fit_level = traced_fit_level  # the trunk (lottery.imp) and the branches (lottery.branches) both call it there
+imp.fit_level = traced_fit_level  # the trunk (lottery.imp) and the branches (lottery.branches.controls) both call it there
 
 cfg = compose_config(overrides)
 barrier.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ class TensorDataModule(L.LightningDataModule):
         self.x_test, self.y_test = splits.x_test, splits.y_test
         self.num_classes = splits.num_classes
         self.input_shape = splits.input_shape
-        self.task = splits.task  # None: classification (lottery/tasks.py)
+        self.task = splits.task  # None: classification (lottery/data/tasks.py)
         self.batch_size = batch_size
         self.seed = seed
         self.total_steps = total_steps

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from lottery.data.splits import Splits
-from lottery.tasks import IGNORE, Regression, TokenRecall
+from lottery.data.tasks import IGNORE, Regression, TokenRecall
 
 ICL_DATASETS = ("icl_recall", "icl_regression")
 

@@ -24,7 +24,7 @@ class Splits:
     # Per channel, the value a black (all-zero) pixel has after normalisation: what random-crop padding fills with, so
     # a crop of normalised images equals torchvision's RandomCrop(padding=4) applied before Normalize. None: zeros.
     pad_value: tuple[float, ...] | None = None
-    # Loss and metrics for targets that are not one class label per example (lottery/tasks.py; in-context prompts).
+    # Loss and metrics for targets that are not one class label per example (lottery/data/tasks.py; in-context prompts).
     # None: classification, cross-entropy and accuracy.
     task: Any = None
 

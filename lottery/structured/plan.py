@@ -129,7 +129,7 @@ def configure(setup: Setup, weights: Mapping[str, torch.Tensor]) -> None:
 
 def branch_mask(setup: Setup, branch: str, level: int) -> M.Mask:
     """The unit-level controls of a structured trunk (see the module docstring)."""
-    from lottery.branches import branch_seed
+    from lottery.branches.controls import branch_seed
 
     plan: StructuredPlan = setup.plan  # type: ignore[assignment]
     trunk = artifacts.load_torch(setup.paths.level(level).mask, "trunk mask")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from lottery.core import artifacts
 from lottery.core.units import contract
-from lottery.layout import LevelPaths
+from lottery.core.layout import LevelPaths
 from lottery.structured.export import compare
 from lottery.structured.no_retrain import evaluate
 from lottery.structured.scoring import load_network

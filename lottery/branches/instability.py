@@ -30,13 +30,13 @@ from rich.table import Table
 
 from lottery.core import artifacts
 from lottery.core.interpolation import alphas, error_barrier, interpolate
-from lottery.layout import LevelPaths
-from lottery.level import Start, finish_level, fit_level
-from lottery.module import evaluate_network
+from lottery.core.layout import LevelPaths
+from lottery.training.fit import Start, finish_level, fit_level
+from lottery.training.module import evaluate_network
 
 if TYPE_CHECKING:
     from lottery.imp import Setup
-    from lottery.tracking import Tracker
+    from lottery.training.tracking import Tracker
 
 BRANCH = "instability"
 COLUMNS = ("level", "density", "rewind_step", "error_a", "error_b", "barrier", "loss_barrier", "stable")
@@ -90,7 +90,7 @@ def interpolation_curve(
     for alpha in alphas(points):
         network.load_state_dict(interpolate(state_a, state_b, alpha))
         reestimate_batchnorm(network, dm.x_train, dm.batch_size, setup.cfg.instability.bn_batches)
-        task = getattr(dm, "task", None)  # in-context tasks score with their own metrics (lottery/tasks.py)
+        task = getattr(dm, "task", None)  # in-context tasks score with their own metrics (lottery/data/tasks.py)
         acc, loss = evaluate_network(network, dm.x_test, dm.y_test, dm.num_classes, device, task=task)
         curve["alpha"].append(alpha)
         curve["test_error"].append(1.0 - acc)

@@ -17,7 +17,7 @@ from typing import Any
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 
 from lottery.config import LotteryConfig
-from lottery.layout import RunPaths
+from lottery.core.layout import RunPaths
 
 
 class SafeWandbLogger(WandbLogger):

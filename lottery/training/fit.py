@@ -1,6 +1,6 @@
 """Training one level: one fresh Lightning Trainer.fit from a given start, and the artifacts it leaves.
 
-Used by the IMP trunk (lottery/imp.py) and by the control branches (lottery/branches.py) alike, so both train the
+Used by the IMP trunk (lottery/imp.py) and by the control branches (lottery/branches/controls.py) alike, so both train the
 same way: the level's mask enforced after every step, evaluation at fixed steps, a resume checkpoint every
 `train.checkpoint_every`, and metrics.json written last.
 """
@@ -17,18 +17,18 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 
-from lottery.callbacks import LevelProgressBar, ResumeCheckpoint, RewindCapture
+from lottery.training.callbacks import LevelProgressBar, ResumeCheckpoint, RewindCapture
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.lr_schedule import constant_multiplier
-from lottery.distributed import strategy
-from lottery.fast import place_data, prepare_network
-from lottery.layout import LevelPaths
-from lottery.module import LevelModule
+from lottery.training.distributed import strategy
+from lottery.training.fast import place_data, prepare_network
+from lottery.core.layout import LevelPaths
+from lottery.training.module import LevelModule
 
 if TYPE_CHECKING:
     from lottery.imp import Setup
-    from lottery.tracking import Tracker
+    from lottery.training.tracking import Tracker
 
 
 def without_name(node: dict[str, Any]) -> dict[str, Any]:

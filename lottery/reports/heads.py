@@ -27,7 +27,7 @@ from rich.table import Table
 from lottery.core.overlap import expected_random_jaccard, jaccard
 
 if TYPE_CHECKING:
-    from lottery.compare import Experiment
+    from lottery.reports.compare import Experiment
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -124,8 +124,8 @@ def overlap_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def structured_report(experiments: list[Experiment], out_dir: Path, console: Console) -> dict[str, list]:
-    from lottery.compare import _write_csv
-    from lottery.structured.curves import curve_rows, plot_heads_removed
+    from lottery.reports.compare import _write_csv
+    from lottery.reports.heads_curves import curve_rows, plot_heads_removed
 
     structured = [e for e in experiments if any((s / "structured.json").is_file() for s in e.seed_dirs)]
     if not structured:

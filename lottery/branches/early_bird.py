@@ -27,18 +27,18 @@ import lightning as L
 import torch
 from rich.console import Console
 
-from lottery.branches import branch_folder, run_branch
+from lottery.branches.controls import branch_folder, run_branch
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.duration import steps
 from lottery.core.early_bird import EarlyBirdDetector
 from lottery.core.pruning import prune
-from lottery.layout import LevelPaths
-from lottery.level import Start, fit_level, plain_state
+from lottery.core.layout import LevelPaths
+from lottery.training.fit import Start, fit_level, plain_state
 
 if TYPE_CHECKING:
     from lottery.imp import Setup
-    from lottery.tracking import Tracker
+    from lottery.training.tracking import Tracker
 
 BRANCH = "early_bird"  # the branch; its folder is branch_<branch_folder(cfg)>/, the name plus changed settings
 

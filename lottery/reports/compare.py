@@ -12,11 +12,11 @@ Writes, under a report folder it prints (default <first path>/report):
                                 two random masks of the same densities would have, and the sign agreement of the
                                 weights both keep at the rewind point; the figure is a level x layer heatmap
   instability_vs_rewind.csv/.png  runs with branch=instability: error barrier and ticket accuracy against the rewind
-                                step k of a rewind.step sweep, and the earliest stable k (lottery/stability_report.py)
+                                step k of a rewind.step sweep, and the earliest stable k (lottery/reports/stability.py)
   head_overlap.csv, head_spearman.csv, heads_removed.csv/.png
                                 structured runs only: surviving-head overlap across seeds, rank correlation of head
                                 importance across seeds and experiments, accuracy against heads removed
-                                (lottery/structured/compare.py)
+                                (lottery/reports/heads.py)
 """
 
 from __future__ import annotations
@@ -217,8 +217,8 @@ def accuracy_report(experiments: list[Experiment], metric: str, out_dir: Path, c
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lottery.overlap_report import overlap_report
-    from lottery.stability_report import instability_report
+    from lottery.reports.overlap import overlap_report
+    from lottery.reports.stability import instability_report
 
     parser = argparse.ArgumentParser(prog="lottery-compare", description=__doc__.splitlines()[0])
     parser.add_argument("paths", nargs="*", default=["outputs"], help="output root, experiment name or hash folders")
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = accuracy_report(experiments, args.metric, out_dir, console)
     overlaps = overlap_report(experiments, out_dir, console)
     stability = instability_report(experiments, out_dir, console)
-    from lottery.structured.compare import structured_report  # head overlap and score correlations, if any
+    from lottery.reports.heads import structured_report  # head overlap and score correlations, if any
 
     structured_report(experiments, out_dir, console)
     if args.wandb != "disabled":

@@ -22,7 +22,7 @@ from lottery.core.pruning import prune
 
 if TYPE_CHECKING:
     from lottery.imp import Setup, Start
-    from lottery.tracking import Tracker
+    from lottery.training.tracking import Tracker
 
 BRANCHES = ("random_reinit", "random_prune", "oneshot")
 
@@ -44,7 +44,7 @@ def branch_mask(setup: Setup, branch: str, level: int) -> M.Mask:
     if branch == "random_prune":
         return random_mask_like(trunk, torch.Generator().manual_seed(branch_seed(setup.cfg.seed, branch, level)))
     if branch == "early_bird":
-        from lottery.early_bird import early_bird_mask
+        from lottery.branches.early_bird import early_bird_mask
 
         return early_bird_mask(setup, level)
     dense_trained = artifacts.load_torch(setup.paths.level(0).weights, "dense trained weights")

@@ -24,7 +24,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from lottery.core import masks as M
-from lottery.tasks import Task
+from lottery.data.tasks import Task
 
 PREFIX = "network."  # the network's keys inside the LightningModule's state dict
 # A level's results beside its weights; they travel back from spawned DDP workers in callback_metrics.
@@ -76,7 +76,7 @@ class LevelModule(L.LightningModule):
         self.processes = 1  # DDP processes that trained the level (their weights checked identical)
         self._clock = 0.0
         self.fit_device = torch.device("cpu")  # where the level trains (set by fit_level); the test set is scored there
-        # Loss and metrics of sequence tasks (lottery/tasks.py); None is classification: cross-entropy, accuracy.
+        # Loss and metrics of sequence tasks (lottery/data/tasks.py); None is classification: cross-entropy, accuracy.
         self.task = task
 
     # ---- the model
@@ -125,7 +125,7 @@ class LevelModule(L.LightningModule):
     # ---- evaluation at fixed steps
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         """(accuracy, mean cross-entropy) of the current network on a whole split, in eval mode (with a task: its
-        accuracy and loss, lottery/tasks.py)."""
+        accuracy and loss, lottery/data/tasks.py)."""
         return evaluate_network(self.network, x, y, self.num_classes, self.device, task=self.task)
 
     def on_train_start(self) -> None:
@@ -208,7 +208,7 @@ def evaluate_network(
 ) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of a network on a whole split in eval mode, in chunks of `chunk` examples.
     Shared by the training loop's evaluations and the analyses that score networks outside a fit (interpolation).
-    With a task (lottery/tasks.py): the task's accuracy and loss."""
+    With a task (lottery/data/tasks.py): the task's accuracy and loss."""
     was_training = network.training
     network.eval()
     logits = torch.cat([network(x[i : i + chunk].to(device)) for i in range(0, len(x), chunk)])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lottery.core import artifacts
-from lottery.layout import LevelPaths, RunPaths
+from lottery.core.layout import LevelPaths, RunPaths
 
 KEYS = ("density", "test_acc", "best_val_acc", "best_val_step")
 

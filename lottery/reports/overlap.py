@@ -18,10 +18,10 @@ from rich.table import Table
 
 from lottery.core import artifacts
 from lottery.core.overlap import expected_random_jaccard, jaccard, sign_agreement
-from lottery.module import PREFIX
+from lottery.training.module import PREFIX
 
 if TYPE_CHECKING:
-    from lottery.compare import Experiment
+    from lottery.reports.compare import Experiment
 
 
 def _rewind_weights(seed_dir: Path) -> dict[str, torch.Tensor] | None:
@@ -111,7 +111,7 @@ def heatmap(rows: list[dict[str, Any]], out: Path) -> None:
 
 def overlap_report(experiments: list[Experiment], out_dir: Path, console: Console) -> list[dict[str, Any]]:
     rows = [r for e in experiments for r in pair_rows(e)]
-    from lottery.compare import _write_csv
+    from lottery.reports.compare import _write_csv
 
     _write_csv(rows, out_dir / "mask_overlap.csv")
     if not rows:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from lottery.compare import Experiment
+    from lottery.reports.compare import Experiment
 
 
 def _points(report: dict[str, Any]) -> list[tuple[str, str, str, float, float]]:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from lottery.compare import Experiment
+    from lottery.reports.compare import Experiment
 
 SWEPT = "rewind.step"
 
@@ -121,7 +121,7 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def instability_report(experiments: list[Experiment], out_dir: Path, console: Console) -> list[dict[str, Any]]:
-    from lottery.compare import _write_csv
+    from lottery.reports.compare import _write_csv
 
     rows = collect_records(experiments)
     if not rows:
