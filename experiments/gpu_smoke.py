@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from lottery.cli import CONF_DIR, run_config
-    from lottery.imp import experiment_hash
+    from lottery.setup import experiment_hash
 
     root = args.root or tempfile.mkdtemp(prefix="gpu_smoke_")
     try:

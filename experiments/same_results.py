@@ -1,6 +1,6 @@
 """Compare two run folders level by level: masks, weights and metrics (train_seconds aside) must be bit-identical.
 
-    python experiments/same_results.py outputs_a/default/<hash>/seed_0 outputs_b/default/<hash>/seed_0
+python experiments/same_results.py outputs_a/default/<hash>/seed_0 outputs_b/default/<hash>/seed_0
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from lottery.config import ConfigError
     from lottery.core.artifacts import ArtifactError
     from lottery.core.duration import DurationError
     from lottery.core.lr_schedule import ScheduleError
@@ -34,7 +35,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from lottery.core.pruning import PruningConfigError
     from lottery.data import DatasetNotFoundError
     from lottery.guard import OutputFolderError, RunLockedError
-    from lottery.validate import ConfigError
 
     return (
         ArtifactError,
@@ -51,17 +51,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def use_threads(threads: int | None) -> None:
     """Cap torch's threads in this process (trainer.threads). By default torch runs one thread per core in every
-    process, so jobs side by side on one machine oversubscribe its cores; we measured 10-40x slowdowns with two jobs
-    on two cores. None keeps torch's default."""
-    from lottery.validate import ConfigError
+    process, so jobs side by side on one machine oversubscribe its cores (the README's Threads section says how
+    much that costs). None keeps torch's default."""
+    from lottery.validate import check_threads
 
+    check_threads(threads)
     if threads is None:
         return
-    if threads < 1:
-        raise ConfigError(
-            f"trainer.threads={threads} must be a positive number of threads, or null for torch's default "
-            "(one per core)"
-        )
     import torch
 
     torch.set_num_threads(threads)
@@ -70,9 +66,9 @@ def use_threads(threads: int | None) -> None:
 def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
     """Run one composed config (what each Hydra job does); also the entry point for tests."""
     from lottery.core import artifacts
-    from lottery.imp import prepare
     from lottery.job import run
     from lottery.reports.table import print_ticket_table
+    from lottery.setup import prepare
 
     settings = OmegaConf.to_object(cfg)  # the typed dataclasses; the driver never sees a DictConfig
     use_threads(settings.trainer.threads)

@@ -19,6 +19,15 @@ from omegaconf import MISSING, OmegaConf
 NO_HASH = {"hash": False}
 
 
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the key, the value and the fix."""
+
+
+def without_name(node: dict[str, Any]) -> dict[str, Any]:
+    """A model/optimizer config minus `name`: that is the stable key the hash uses, not a constructor argument."""
+    return {k: v for k, v in node.items() if k != "name"}
+
+
 # ---- model: one schema per architecture family; `name` is the stable key hashed instead of the import path.
 @dataclass
 class ModelConfig:
@@ -172,15 +181,15 @@ class TrainConfig:
 class TrainerConfig:
     accelerator: str = "cpu"  # cpu | gpu | auto
     devices: Any = 1
-    # auto: one process | ddp: data-parallel over `devices` processes (spawned per level; see lottery/training/distributed.py)
+    # auto: one process | ddp: data-parallel over `devices` processes, spawned per level (training/distributed.py)
     strategy: str = "auto"
     deterministic: bool = True  # bit-identical resumes on CPU need deterministic kernels
     progress_bar: bool = True
     # torch intra-op threads of this process; null: torch's default, one per core. Jobs running side by side on one
-    # machine must share its cores (2 jobs on 2 cores with 2 threads each ran 10-40x slower): launcher=joblib sets
-    # cores // n_jobs, launcher=slurm the task's cpus_per_task.
+    # machine must share its cores (oversubscribed threads wait on each other; README, Threads): launcher=joblib
+    # sets cores // n_jobs, launcher=slurm the task's cpus_per_task.
     threads: int | None = None
-    # Speed switches (lottery/training/fast.py). Not hashed: they change speed and, at most, float rounding, not the recipe.
+    # Speed switches (training/fast.py). Not hashed: they change speed and at most float rounding, not the recipe.
     # Move the train/val/test tensors to the GPU once per run (no DataLoader workers, no per-step copies); no-op on CPU.
     data_on_device: bool = True
     channels_last: bool = False  # NHWC memory layout for conv weights and image batches (faster convs on GPUs)
@@ -213,7 +222,7 @@ class InstabilityConfig:
 
 @dataclass
 class EarlyBirdConfig:
-    """branch=early_bird: draw the ticket when the magnitude mask stops changing (see lottery/branches/early_bird.py)."""
+    """branch=early_bird: draw the ticket when the magnitude mask stops changing (lottery/branches/early_bird.py)."""
 
     every: str = "50it"  # interval between mask snapshots during the dense search run
     window: int = 5  # consecutive mask distances that must all be below `threshold` (You et al.: 5)

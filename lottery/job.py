@@ -1,6 +1,6 @@
-"""One job of a sweep: the IMP trunk of one seed, then its control branch, then the seed's ticket summary, each under
-its own lock, so that jobs sharing a trunk (same hash and seed) take turns instead of training it twice or writing
-over each other's files:
+"""One job of a sweep: the IMP trunk of one seed, then its branch (lottery/branches/registry.py), then the seed's
+ticket summary, each under its own lock, so that jobs sharing a trunk (same hash and seed) take turns instead of
+training it twice or writing over each other's files:
 
     seed_<s>/.lock              the trunk: level_<L>/, init.pt, rewind.ckpt, levels.csv, config.yaml
     seed_<s>/branch_<b>/.lock   one branch (a control or an analysis): everything under branch_<b>/
@@ -9,7 +9,7 @@ over each other's files:
 A job that finds a lock held waits (lottery/guard.py says once which pid it waits for), then carries on from what the
 holder left on disk: finished levels (those with a metrics.json) are skipped, so the second of two jobs needing one
 trunk reads it and goes straight to its own branch. Branches of one seed run side by side: each writes only under
-its own folder and logs to its own W&B run (one per hash, seed and branch; lottery/training/tracking.py). A job holds one
+its own folder and logs to its own W&B run (one per hash, seed and branch; training/tracking.py). A job holds one
 lock at a time, so jobs cannot deadlock. While a branch trains, another job may only add trunk levels beyond the ones
 the branch reads; finished levels are never rewritten.
 """
@@ -20,18 +20,18 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lottery.reports import tickets
-from lottery.branches.controls import branch_folder, run_branch
+from lottery.branches.registry import BRANCHES
 from lottery.core import artifacts
-from lottery.branches.early_bird import run_early_bird
+from lottery.core.layout import level_dirs, level_of
 from lottery.guard import exclusive
 from lottery.imp import run_trunk
-from lottery.branches.instability import run_instability
+from lottery.reports import tickets
+from lottery.structured.run import finish_structured
 from lottery.training.tracking import Tracker
 
 if TYPE_CHECKING:
-    from lottery.imp import Setup
     from lottery.core.layout import RunPaths
+    from lottery.setup import Setup
 
 TICKETS_TMP = ".tickets.json.*.tmp"  # tickets.json's temporary files (lottery/core/artifacts.py names them)
 
@@ -39,11 +39,12 @@ TICKETS_TMP = ".tickets.json.*.tmp"  # tickets.json's temporary files (lottery/c
 def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[str, Any]]:
     """Run (or resume) every trunk level of one seed, then the configured control branch; returns the trunk's
     per-level metrics and leaves seed_<s>/tickets.json up to date."""
-    paths, cfg, branch = setup.paths, setup.cfg, setup.cfg.branch
-    folder = branch_folder(cfg)  # the branch's folder and W&B run
+    paths, cfg = setup.paths, setup.cfg
+    branch = BRANCHES.get(cfg.branch)  # None: branch=none, the trunk alone
+    folder = branch.folder_of(cfg) if branch is not None else cfg.branch  # the branch's folder and W&B run
     wait = cfg.lock_timeout
     trunk_tracker = Tracker(cfg, paths, resolved, branch="trunk")
-    trackers = [trunk_tracker] if branch == "none" else [trunk_tracker, Tracker(cfg, paths, resolved, branch=folder)]
+    trackers = [trunk_tracker] if branch is None else [trunk_tracker, Tracker(cfg, paths, resolved, branch=folder)]
     job_tracker = trackers[-1]  # the run that gets this job's summary
     try:
         with exclusive(paths.seed_dir / ".lock", "the trunk", wait):
@@ -51,20 +52,13 @@ def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[s
             _remove(_trunk_temporaries(paths))
             artifacts.write_text(config_yaml, paths.config)
             rows = run_trunk(setup, trunk_tracker)
-        if branch != "none":
+        if branch is not None:
             branch_dir = paths.branch_dir(folder)
             with exclusive(branch_dir / ".lock", f"branch {folder}", wait):
                 _remove(branch_dir.rglob(".*.tmp"))
                 artifacts.write_text(config_yaml, branch_dir / "config.yaml")  # the job's own config, branch and all
-                if branch == "instability":
-                    run_instability(setup, job_tracker)
-                elif branch == "early_bird":
-                    run_early_bird(setup, job_tracker)
-                else:
-                    run_branch(setup, branch, job_tracker)
+                branch.run(setup, job_tracker)
         if cfg.pruning.strategy == "structured":  # the no-retrain grid and seed_<s>/structured.json
-            from lottery.structured.run import finish_structured
-
             with exclusive(paths.seed_dir / ".structured.lock", "the structured report", wait):
                 finish_structured(setup)
         # Serialised so that the last job to finish writes a summary that includes every job's levels.
@@ -83,7 +77,7 @@ def _trunk_temporaries(paths: RunPaths) -> Iterable[Path]:
     """Temporary files the trunk writes: beside its artifacts in seed_<s>/ and under level_<L>/ (not those of
     branches, tickets.json or W&B, which other jobs may be writing right now)."""
     top = (p for p in paths.seed_dir.glob(".*.tmp") if not p.match(TICKETS_TMP))
-    return [*top, *paths.seed_dir.glob("level_*/**/.*.tmp")]
+    return [*top, *(tmp for d in paths.level_dirs() for tmp in d.glob("**/.*.tmp"))]
 
 
 def _remove(files: Iterable[Path]) -> None:
@@ -92,21 +86,18 @@ def _remove(files: Iterable[Path]) -> None:
 
 
 def _log_summary(setup: Setup, summary: dict[str, Any], tracker: Tracker) -> None:
-    paths, branch = setup.paths, setup.cfg.branch
+    paths, branch = setup.paths, BRANCHES.get(setup.cfg.branch)
     figure = paths.seed_dir / "accuracy_vs_density.png"
     plot_tickets(summary, figure)
-    level_dirs = paths.seed_dir if branch in ("none", "instability") else paths.branch_dir(branch_folder(setup.cfg))
-    masks = (
-        {int(d.name.removeprefix("level_")): d / "mask.pt" for d in sorted(level_dirs.glob("level_*"))}
-        if setup.cfg.ticket.log_masks
-        else None
-    )
+    own = branch is not None and branch.own_levels  # the job's summary run shows its own levels' masks
+    folder = paths.branch_dir(branch.folder_of(setup.cfg)) if own else paths.seed_dir
+    masks = {level_of(d): d / "mask.pt" for d in level_dirs(folder)} if setup.cfg.ticket.log_masks else None
     tracker.log_summary(summary, figure, masks)
 
 
 def plot_tickets(summary: dict[str, Any], path: Path) -> None:
     """Test accuracy against density for the ticket and each control of one seed (the figure sent to W&B)."""
-    from lottery.reports.compare import plot
+    from lottery.reports.plotting import plot
 
     lines = {
         "ticket": [{"density": r["density"], "mean": r["test_acc"], "std": 0.0, "seeds": 1} for r in summary["levels"]]

@@ -6,24 +6,19 @@ where those are built, still before the first step; see the table in the README.
 
 from __future__ import annotations
 
-from lottery.branches.controls import BRANCHES as CONTROL_BRANCHES
-from lottery.config import LotteryConfig, ResNetConfig, VGGConfig
+from lottery.branches.registry import BRANCHES, NAMES
+from lottery.config import ConfigError, LotteryConfig, ResNetConfig, VGGConfig
 from lottery.core.duration import Duration
 from lottery.core.lr_schedule import KINDS as SCHEDULES
 from lottery.core.pruning import SCOPES, check_fraction
 from lottery.core.schedule import SparsitySchedule
 from lottery.data import DATASETS
+from lottery.structured.checks import check_structured
 from lottery.training.distributed import STRATEGIES
 
 REWIND_MODES = ("weights", "lr", "finetune")
-ANALYSES = ("instability", "early_bird")  # branches that analyse the trunk rather than control it
-BRANCHES = ("none", *CONTROL_BRANCHES, *ANALYSES)
 LOGGERS = ("wandb", "csv", "none")
 WANDB_MODES = ("offline", "online", "disabled")
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the key, the value and the fix."""
 
 
 def _one_of(key: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -62,7 +57,7 @@ def validate(cfg: LotteryConfig) -> None:
     _one_of("rewind.mode", cfg.rewind.mode, REWIND_MODES)
     _one_of("schedule.name", cfg.schedule.name, SCHEDULES)
     _one_of("logger.kind", cfg.logger.kind, LOGGERS)
-    _one_of("branch", cfg.branch, BRANCHES)
+    _one_of("branch", cfg.branch, NAMES)
     if not 0.0 <= cfg.ticket.match_tolerance < 1.0:
         raise ConfigError(f"ticket.match_tolerance={cfg.ticket.match_tolerance} must lie in [0, 1) (0.01 = 1 point)")
     _one_of("logger.mode", cfg.logger.mode, WANDB_MODES)
@@ -71,14 +66,12 @@ def validate(cfg: LotteryConfig) -> None:
             f"lock_timeout={cfg.lock_timeout} must be >= 0 seconds (0 refuses at once), or null to wait as long as "
             "it takes"
         )
-    check_analyses(cfg)
+    check_branches(cfg)
     check_trainer(cfg)
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width={cfg.model.width} must be positive (1.0 is the published size)")
     check_depth(cfg)
-    from lottery.structured.checks import check_structured  # transformers, in-context data, structured pruning
-
-    check_structured(cfg)
+    check_structured(cfg)  # transformers, in-context data, structured pruning
 
 
 def check_depth(cfg: LotteryConfig) -> None:
@@ -104,58 +97,31 @@ def check_steps(cfg: LotteryConfig, total: int, rewind: int) -> None:
         )
 
 
-def check_analyses(cfg: LotteryConfig) -> None:
-    """The instability and early-bird settings; checked whichever branch runs, so a sweep fails before its first job."""
-    ins, eb = cfg.instability, cfg.early_bird
-    if ins.points < 2:
-        raise ConfigError(f"instability.points={ins.points} must be at least 2 (the endpoints); the paper uses 30")
-    if not 0.0 < ins.threshold < 1.0:
-        raise ConfigError(f"instability.threshold={ins.threshold} must lie in (0, 1) (0.02 = 2 points of error)")
-    if ins.levels is not None and any(level < 0 for level in ins.levels):
-        raise ConfigError(f"instability.levels={list(ins.levels)} must be trunk levels >= 0, or null for all")
-    if ins.bn_batches < 1:
-        raise ConfigError(f"instability.bn_batches={ins.bn_batches} must be at least 1 batch")
-    if cfg.branch == "instability" and cfg.rewind.mode != "weights":
-        raise ConfigError(
-            f"branch=instability needs rewind.mode=weights (copies trained from the rewind point k), not "
-            f"rewind.mode={cfg.rewind.mode!r}; use rewind=weights or rewind=reset"
-        )
-    if cfg.branch == "early_bird" and cfg.rewind.mode != "weights":
-        raise ConfigError(
-            f"branch=early_bird retrains its tickets from the rewind point like the trunk: it needs "
-            f"rewind.mode=weights, not rewind.mode={cfg.rewind.mode!r}"
-        )
-    if Duration.parse(eb.every) == Duration():
-        raise ConfigError(f"early_bird.every={eb.every!r} is zero; give an interval such as '50it' or '1ep'")
-    if eb.window < 1:
-        raise ConfigError(f"early_bird.window={eb.window} must be at least 1 distance (You et al. use 5)")
-    if not 0.0 < eb.threshold <= 1.0:
-        raise ConfigError(f"early_bird.threshold={eb.threshold} must lie in (0, 1] (You et al. use 0.1)")
-    if eb.level is not None and eb.level < 1:
-        raise ConfigError(f"early_bird.level={eb.level} must be a pruned level >= 1, or null for the last level")
+def check_branches(cfg: LotteryConfig) -> None:
+    """Every branch's own settings (lottery/branches/registry.py), whichever branch runs, so a sweep fails before its
+    first job."""
+    for branch in BRANCHES.values():
+        branch.check(cfg)
 
 
 def check_levels(cfg: LotteryConfig, levels: int) -> None:
     """Checks that need the run's number of pruning levels, resolved from `levels` and the schedule."""
-    wanted = cfg.instability.levels
-    beyond = sorted(level for level in (wanted or []) if level > levels)
-    if cfg.branch == "instability" and beyond:
+    if cfg.branch in BRANCHES:
+        BRANCHES[cfg.branch].check_levels(cfg, levels)
+
+
+def check_threads(threads: int | None) -> None:
+    """trainer.threads, checked before torch's threads are set (the first thing a job does)."""
+    if threads is not None and threads < 1:
         raise ConfigError(
-            f"instability.levels={list(wanted)} asks for levels {beyond}, but the run has levels 0..{levels}; "
-            "raise levels= or drop them"
+            f"trainer.threads={threads} must be a positive number of threads, or null for torch's default "
+            "(one per core)"
         )
-    if cfg.branch == "early_bird":
-        if levels < 1:
-            raise ConfigError("branch=early_bird needs at least one pruning level; set levels= to 1 or more")
-        if cfg.early_bird.level is not None and cfg.early_bird.level > levels:
-            raise ConfigError(
-                f"early_bird.level={cfg.early_bird.level} is beyond the run's last level {levels}; lower it or "
-                "raise levels="
-            )
 
 
 def check_trainer(cfg: LotteryConfig) -> None:
     t = cfg.trainer
+    check_threads(t.threads)
     _one_of("trainer.strategy", t.strategy, STRATEGIES)
     if t.strategy == "ddp":
         if not isinstance(t.devices, int) or t.devices < 1:

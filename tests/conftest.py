@@ -50,7 +50,7 @@ def seed_dir_of(overrides: list[str] | tuple[str, ...]) -> Path:
     """The seed folder a run of these overrides writes to (<root>/<name>/<hash>/seed_<s>)."""
     from omegaconf import OmegaConf
 
-    from lottery.imp import experiment_hash
+    from lottery.setup import experiment_hash
 
     settings = OmegaConf.to_object(compose_config(overrides))
     h, _ = experiment_hash(settings)

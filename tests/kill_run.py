@@ -25,7 +25,8 @@ import lightning as L  # noqa: E402
 from conftest import compose_config  # noqa: E402
 
 import lottery.training.callbacks as callbacks  # noqa: E402
-import lottery.imp as imp  # noqa: E402
+import lottery.training.fit as fit  # noqa: E402
+import lottery.training.results as results  # noqa: E402
 from lottery.cli import run_config  # noqa: E402
 from lottery.training.module import LevelModule  # noqa: E402
 
@@ -37,15 +38,15 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-fit_level = imp.fit_level
+fit_level = fit.fit_level
 
 
-def tracked_fit_level(setup, lp, lvl, *args, **kwargs):
-    current["level"], current["branch"] = lvl, lp.dir.parent.name.startswith("branch_")
-    return fit_level(setup, lp, lvl, *args, **kwargs)
+def tracked_fit_level(setup, spec, tracker):
+    current["level"], current["branch"] = spec.level, spec.paths.dir.parent.name.startswith("branch_")
+    return fit_level(setup, spec, tracker)
 
 
-imp.fit_level = tracked_fit_level
+fit.fit_level = tracked_fit_level  # the trunk and every branch call it as fit.fit_level
 
 if point in ("step", "branch_step"):
     optimizer_step = LevelModule.optimizer_step
@@ -70,15 +71,15 @@ elif point == "checkpoint":
     L.Trainer.save_checkpoint = killing_save
     callbacks.L.Trainer.save_checkpoint = killing_save
 elif point == "level_end":
-    finish_level = imp.finish_level
+    finish_level = results.finish_level
 
-    def killing_finish(setup, lvl, *args, **kwargs):
-        out = finish_level(setup, lvl, *args, **kwargs)
-        if lvl == level:
+    def killing_finish(setup, spec, *args, **kwargs):
+        out = finish_level(setup, spec, *args, **kwargs)
+        if spec.level == level:
             die()
         return out
 
-    imp.finish_level = killing_finish
+    results.finish_level = killing_finish
 elif point.startswith("artifact:"):
     import lottery.core.artifacts as artifacts
 

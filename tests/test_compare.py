@@ -11,8 +11,8 @@ import torch
 from conftest import compose_config, tiny
 
 from lottery.cli import run_config
-from lottery.reports.compare import collect, main
 from lottery.core.overlap import expected_random_jaccard, jaccard, random_mask_like, sign_agreement
+from lottery.reports.compare import collect, main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

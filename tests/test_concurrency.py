@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from lottery.cli import run_config
 from lottery.guard import RunLockedError, exclusive
-from lottery.imp import experiment_hash
+from lottery.setup import experiment_hash
 
 TRACED_RUN = Path(__file__).with_name("traced_run.py")
 # Levels long enough (about a second each) that the job which locks the trunk second surely finds it held.

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from lottery import config as C
 from lottery.cli import CONF_DIR
-from lottery.imp import experiment_hash
+from lottery.setup import experiment_hash
 
 GROUPS = ["model", "data", "optim", "schedule", "pruning", "rewind", "trainer", "logger", "launcher", "experiment"]
 

@@ -101,7 +101,7 @@ def early_bird_run(tmp_path_factory):
 
 def test_early_bird_branch_stops_the_search_and_prunes_the_early_weights(early_bird_run):
     from lottery.core.pruning import prune
-    from lottery.imp import prepare
+    from lottery.setup import prepare
 
     _, overrides, seed_dir = early_bird_run
     branch = bird(seed_dir)

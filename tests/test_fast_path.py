@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from lottery.core.pruning import keep_count
 from lottery.data import load
 from lottery.data.datamodule import SPLITS, TensorDataModule
-from lottery.training.fast import place_data
 from lottery.models import ResNet
+from lottery.training.fast import place_data
 from lottery.training.module import LevelModule
 
 # A ResNet small enough for a few CPU steps: depth 8 (one block per segment), 4/8/16 channels, 32x32 images.

@@ -94,8 +94,8 @@ def test_instability_branch_writes_a_curve_whose_endpoints_are_the_two_copies(in
 
 
 def test_barrier_of_a_network_with_itself_is_zero(instability_run):
-    from lottery.imp import prepare
     from lottery.branches.instability import interpolation_curve
+    from lottery.setup import prepare
 
     _, overrides, seed_dir = instability_run
     cfg = compose_config(overrides)
@@ -109,9 +109,9 @@ def test_barrier_of_a_network_with_itself_is_zero(instability_run):
 def test_copy_a_is_the_trunk_level_retrained_from_the_rewind_point_with_the_run_data_order(instability_run):
     """Why the trunk's own level serves as copy a: training from the rewind checkpoint with the run's data order
     gives the trunk's level 0 bit for bit (its first k steps are what the checkpoint holds)."""
-    from lottery.imp import prepare
     from lottery.core.layout import LevelPaths
-    from lottery.training.fit import Start, fit_level
+    from lottery.setup import prepare
+    from lottery.training.fit import LevelFit, Start, fit_level
     from lottery.training.tracking import Tracker
 
     root, overrides, seed_dir = instability_run
@@ -120,7 +120,8 @@ def test_copy_a_is_the_trunk_level_retrained_from_the_rewind_point_with_the_run_
     dense = torch.load(seed_dir / "level_0" / "mask.pt", weights_only=True)
     lp = LevelPaths(root / "replay")
     tracker = Tracker(setup.cfg, setup.paths, {}, branch="replay")
-    module = fit_level(setup, lp, 0, dense, Start(checkpoint=setup.paths.rewind), tracker, data_seed=setup.cfg.seed)
+    spec = LevelFit(lp, 0, dense, Start(checkpoint=setup.paths.rewind), data_seed=setup.cfg.seed)
+    module = fit_level(setup, spec, tracker)
     trunk = torch.load(seed_dir / "level_0" / "weights.pt", weights_only=True)
     for k, v in module.network.state_dict().items():
         assert torch.equal(v, trunk[k]), k

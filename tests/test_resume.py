@@ -46,7 +46,7 @@ def uninterrupted(tmp_path_factory):
     from conftest import compose_config
 
     from lottery.cli import run_config
-    from lottery.imp import experiment_hash
+    from lottery.setup import experiment_hash
 
     root = tmp_path_factory.mktemp("uninterrupted")
     cfg = compose_config(tiny(root, *EXTRA))
@@ -115,7 +115,7 @@ def test_a_control_branch_killed_mid_level_resumes_to_identical_results(tmp_path
     from conftest import compose_config
 
     from lottery.cli import run_config
-    from lottery.imp import experiment_hash
+    from lottery.setup import experiment_hash
 
     reference = tmp_path_factory.mktemp("branch_reference")
     run_config(compose_config(tiny(reference, *EXTRA, "branch=random_prune")))

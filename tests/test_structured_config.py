@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 
 from lottery import config as C
 from lottery.cli import run_config
-from lottery.imp import experiment_hash
+from lottery.setup import experiment_hash
 from lottery.validate import ConfigError
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from lottery.core.unit_scores import gradient_scores, magnitude_scores
-from lottery.models import Transformer
 from lottery.data.tasks import IGNORE, Regression, TokenRecall
+from lottery.models import Transformer
 
 
 def tiny(task: str):

@@ -8,7 +8,7 @@ from conftest import compose_config
 from omegaconf import OmegaConf
 
 from lottery.config import LotteryConfig
-from lottery.imp import experiment_hash
+from lottery.setup import experiment_hash
 from lottery.validate import validate
 
 RECIPE = {  # shared by both: open_lth's and the LMC paper's CIFAR-10 training

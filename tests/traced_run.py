@@ -19,24 +19,25 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import compose_config  # noqa: E402
 
-import lottery.imp as imp  # noqa: E402
+import lottery.training.fit as fit  # noqa: E402
 from lottery.cli import run_config  # noqa: E402
 
 trace, barrier, processes, overrides = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
-fit_level = imp.fit_level
+fit_level = fit.fit_level
 
 
-def traced_fit_level(setup, lp, level, *args, **kwargs):
+def traced_fit_level(setup, spec, tracker):
     start = time.time()
-    module = fit_level(setup, lp, level, *args, **kwargs)
-    where = lp.dir.parent.name if lp.dir.parent.name.startswith("branch_") else "trunk"
-    line = json.dumps({"pid": os.getpid(), "where": where, "level": level, "start": start, "end": time.time()})
+    module = fit_level(setup, spec, tracker)
+    parent = spec.paths.dir.parent.name
+    where = parent if parent.startswith("branch_") else "trunk"
+    line = json.dumps({"pid": os.getpid(), "where": where, "level": spec.level, "start": start, "end": time.time()})
     with open(trace, "a") as f:  # one short O_APPEND write per line: lines of two processes never interleave
         f.write(line + "\n")
     return module
 
 
-imp.fit_level = traced_fit_level  # the trunk (lottery.imp) and the branches (lottery.branches.controls) both call it there
+fit.fit_level = traced_fit_level  # the trunk and every branch call it as fit.fit_level
 
 cfg = compose_config(overrides)
 barrier.mkdir(parents=True, exist_ok=True)

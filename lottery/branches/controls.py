@@ -5,91 +5,88 @@
     oneshot        the dense trained weights (level 0) pruned straight to the level-L target, from the rewind point
 
 A ticket is only a ticket if it beats random_reinit and random_prune at the same density; oneshot asks whether the
-iterations of IMP matter. Outputs: seed_<s>/branch_<name>/level_<L>/, the same files as a trunk level.
+iterations of IMP matter. A control is its mask rule and its start (`Control`); `run_control` trains any of them, the
+early-bird tickets included (lottery/branches/early_bird.py). Outputs: seed_<s>/branch_<name>/level_<L>/, the same
+files as a trunk level. The masks come from the run's pruning plan, so the same rules hold for weight and unit masks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from lottery.core import artifacts
 from lottery.core import masks as M
-from lottery.core.overlap import random_mask_like
-from lottery.core.pruning import prune
+from lottery.core.seeds import derive_seed
+from lottery.training import fit, results
 
 if TYPE_CHECKING:
-    from lottery.imp import Setup, Start
+    from lottery.setup import Setup
     from lottery.training.tracking import Tracker
 
-BRANCHES = ("random_reinit", "random_prune", "oneshot")
+# Stream tags of the controls' randomness (seed derivation): fixed numbers, so a control's seeds never change.
+STREAMS = {"random_reinit": 1, "random_prune": 2, "oneshot": 3}
 
 
 def branch_seed(seed: int, branch: str, level: int = 0) -> int:
-    """A seed for a branch's randomness, distinct from every trunk seed's stream."""
-    tag = BRANCHES.index(branch) + 1
-    return int(np.random.SeedSequence([seed, tag, level]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    """A seed for a control's randomness, distinct from every trunk seed's stream."""
+    return derive_seed(seed, STREAMS[branch], level)
 
 
-def branch_mask(setup: Setup, branch: str, level: int) -> M.Mask:
-    if setup.cfg.pruning.strategy == "structured":  # unit-level controls (lottery/structured/plan.py)
-        from lottery.structured.plan import branch_mask as structured_branch_mask
+@dataclass(frozen=True)
+class Control:
+    """A control: which mask it trains at level L, and from which start."""
 
-        return structured_branch_mask(setup, branch, level)
-    trunk = artifacts.load_torch(setup.paths.level(level).mask, "trunk mask")
-    if branch == "random_reinit":
-        return trunk
-    if branch == "random_prune":
-        return random_mask_like(trunk, torch.Generator().manual_seed(branch_seed(setup.cfg.seed, branch, level)))
-    if branch == "early_bird":
-        from lottery.branches.early_bird import early_bird_mask
+    name: str
+    mask: Callable[[Setup, int], M.Mask]
+    start: Callable[[Setup], fit.Start]
 
-        return early_bird_mask(setup, level)
+    def run(self, setup: Setup, tracker: Tracker, folder: str | None = None) -> list[dict[str, Any]]:
+        return run_control(setup, self, tracker, folder)
+
+
+def trunk_mask(setup: Setup, level: int) -> M.Mask:
+    return artifacts.load_torch(setup.paths.level(level).mask, "trunk mask")
+
+
+def random_mask(setup: Setup, level: int) -> M.Mask:
+    generator = torch.Generator().manual_seed(branch_seed(setup.cfg.seed, "random_prune", level))
+    return setup.plan.random_like(trunk_mask(setup, level), generator)
+
+
+def oneshot_mask(setup: Setup, level: int) -> M.Mask:
     dense_trained = artifacts.load_torch(setup.paths.level(0).weights, "dense trained weights")
-    dense = {n: torch.ones(shape, dtype=torch.bool) for n, shape in setup.shapes.items()}
-    return prune(dense_trained, dense, setup.plan, level)
+    return setup.plan.prune(dense_trained, setup.dense_mask(), level)
 
 
-def branch_start(setup: Setup, branch: str) -> Start:
-    from lottery.imp import Start
-
-    if branch == "random_reinit":
-        fresh = setup.network(seed=branch_seed(setup.cfg.seed, branch))
-        return Start(weights={k: v.detach().clone() for k, v in fresh.state_dict().items()})
-    return Start(checkpoint=setup.paths.rewind)
+def fresh_start(setup: Setup) -> fit.Start:
+    fresh = setup.network(seed=branch_seed(setup.cfg.seed, "random_reinit"))
+    return fit.Start(weights={k: v.detach().clone() for k, v in fresh.state_dict().items()})
 
 
-def branch_folder(cfg: Any) -> str:
-    """The folder (and W&B run) name of the configured branch: its name, plus for early_bird every setting that differs
-    from its default, so that a sweep over them keeps each search apart (branch_early_bird_threshold0.02/)."""
-    if cfg.branch != "early_bird":
-        return cfg.branch
-    import dataclasses
-
-    from lottery.config import EarlyBirdConfig
-
-    changed = [
-        f"_{f.name}{getattr(cfg.early_bird, f.name)}"
-        for f in dataclasses.fields(EarlyBirdConfig)
-        if getattr(cfg.early_bird, f.name) != f.default
-    ]
-    return "early_bird" + "".join(changed)
+def rewind_start(setup: Setup) -> fit.Start:
+    return fit.Start(checkpoint=setup.paths.rewind)
 
 
-def run_branch(setup: Setup, branch: str, tracker: Tracker, folder: str | None = None) -> list[dict[str, Any]]:
-    """Train (or resume) the branch at every trunk level from 1 on, in branch_<folder>/ (default: the branch's name);
-    the trunk's levels must be finished."""
-    from lottery.imp import finish_level, fit_level, write_levels_csv
+RANDOM_REINIT = Control("random_reinit", trunk_mask, fresh_start)
+RANDOM_PRUNE = Control("random_prune", random_mask, rewind_start)
+ONESHOT = Control("oneshot", oneshot_mask, rewind_start)
 
+
+def run_control(setup: Setup, control: Control, tracker: Tracker, folder: str | None = None) -> list[dict[str, Any]]:
+    """Train (or resume) the control at every trunk level from 1 on, in branch_<folder>/ (default: the control's
+    name); the trunk's levels must be finished."""
     paths = setup.paths
-    folder = folder or branch
+    folder = folder or control.name
     rows = []
     for level in range(1, setup.levels + 1):
         if not paths.level(level).done:
             raise artifacts.ArtifactError(
-                f"branch={branch} needs the trunk's level {level} in {paths.level(level).dir}, which is not finished"
+                f"branch={control.name} needs the trunk's level {level} in {paths.level(level).dir}, which is not "
+                "finished"
             )
         lp = paths.branch_level(folder, level)
         if lp.done:
@@ -98,11 +95,12 @@ def run_branch(setup: Setup, branch: str, tracker: Tracker, folder: str | None =
         if lp.mask.exists():
             mask = artifacts.load_torch(lp.mask, "branch mask")
         else:
-            mask = branch_mask(setup, branch, level)
+            mask = control.mask(setup, level)
             artifacts.save_torch(mask, lp.mask)
-        module = fit_level(setup, lp, level, mask, branch_start(setup, branch), tracker)
-        rows.append(finish_level(setup, level, lp, module, mask, tracker, key=False))
-        write_levels_csv(paths.branch_dir(folder) / "levels.csv", rows)
+        spec = fit.LevelFit(lp, level, mask, control.start(setup))
+        module = fit.fit_level(setup, spec, tracker)
+        rows.append(results.finish_level(setup, spec, module, tracker, key=False))
+        results.write_levels_csv(paths.branch_dir(folder) / "levels.csv", rows)
     if rows:
-        write_levels_csv(paths.branch_dir(folder) / "levels.csv", rows)
+        results.write_levels_csv(paths.branch_dir(folder) / "levels.csv", rows)
     return rows

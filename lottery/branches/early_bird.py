@@ -20,27 +20,68 @@ early_bird.json.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
-import torch
 from rich.console import Console
 
-from lottery.branches.controls import branch_folder, run_branch
+from lottery.branches.controls import Control, rewind_start
+from lottery.config import ConfigError, EarlyBirdConfig
 from lottery.core import artifacts
 from lottery.core import masks as M
-from lottery.core.duration import steps
+from lottery.core.duration import Duration, steps
 from lottery.core.early_bird import EarlyBirdDetector
-from lottery.core.pruning import prune
 from lottery.core.layout import LevelPaths
-from lottery.training.fit import Start, fit_level, plain_state
+from lottery.training import fit
+from lottery.training.results import plain_state, remove_checkpoint
 
 if TYPE_CHECKING:
-    from lottery.imp import Setup
+    from lottery.setup import Setup
     from lottery.training.tracking import Tracker
 
 BRANCH = "early_bird"  # the branch; its folder is branch_<branch_folder(cfg)>/, the name plus changed settings
+
+
+def branch_folder(cfg: Any) -> str:
+    """The branch's folder (and W&B run) name: its name, plus every early_bird setting that differs from its default,
+    so that a sweep over them keeps each search apart (branch_early_bird_threshold0.02/)."""
+    changed = [
+        f"_{f.name}{getattr(cfg.early_bird, f.name)}"
+        for f in dataclasses.fields(EarlyBirdConfig)
+        if getattr(cfg.early_bird, f.name) != f.default
+    ]
+    return BRANCH + "".join(changed)
+
+
+def check(cfg: Any) -> None:
+    """The early-bird settings; checked whichever branch runs, so a sweep fails before its first job."""
+    eb = cfg.early_bird
+    if cfg.branch == BRANCH and cfg.rewind.mode != "weights":
+        raise ConfigError(
+            f"branch=early_bird retrains its tickets from the rewind point like the trunk: it needs "
+            f"rewind.mode=weights, not rewind.mode={cfg.rewind.mode!r}"
+        )
+    if Duration.parse(eb.every) == Duration():
+        raise ConfigError(f"early_bird.every={eb.every!r} is zero; give an interval such as '50it' or '1ep'")
+    if eb.window < 1:
+        raise ConfigError(f"early_bird.window={eb.window} must be at least 1 distance (You et al. use 5)")
+    if not 0.0 < eb.threshold <= 1.0:
+        raise ConfigError(f"early_bird.threshold={eb.threshold} must lie in (0, 1] (You et al. use 0.1)")
+    if eb.level is not None and eb.level < 1:
+        raise ConfigError(f"early_bird.level={eb.level} must be a pruned level >= 1, or null for the last level")
+
+
+def check_levels(cfg: Any, levels: int) -> None:
+    """At least one pruning level, and early_bird.level among them (when this branch runs)."""
+    if levels < 1:
+        raise ConfigError("branch=early_bird needs at least one pruning level; set levels= to 1 or more")
+    if cfg.early_bird.level is not None and cfg.early_bird.level > levels:
+        raise ConfigError(
+            f"early_bird.level={cfg.early_bird.level} is beyond the run's last level {levels}; lower it or "
+            "raise levels="
+        )
 
 
 class EarlyBirdCallback(L.Callback):
@@ -88,15 +129,16 @@ def run_search(setup: Setup, tracker: Tracker) -> dict[str, Any]:
         return artifacts.read_json(record_path, "early-bird search record")
     eb = setup.cfg.early_bird
     level = watched_level(setup)
-    dense = {n: torch.ones(shape, dtype=torch.bool) for n, shape in setup.shapes.items()}
+    dense = setup.dense_mask()
 
     def draw_mask(weights: dict) -> M.Mask:
-        return prune({n: w.cpu() for n, w in weights.items()}, dense, setup.plan, level)
+        return setup.plan.prune({n: w.cpu() for n, w in weights.items()}, dense, level)
 
     every = steps(eb.every, setup.datamodule.steps_per_epoch)
     detector = EarlyBirdDetector(window=eb.window, threshold=eb.threshold)
     callback = EarlyBirdCallback(detector, every, draw_mask)
-    module = fit_level(setup, lp, 0, dense, Start(), tracker, callbacks=[callback], label="early-bird search")
+    spec = fit.LevelFit(lp, 0, dense, callbacks=(callback,), label="early-bird search")
+    module = fit.fit_level(setup, spec, tracker)
     weights = plain_state(module.network)
     fired = detector.fired_step is not None
     record = {
@@ -112,9 +154,7 @@ def run_search(setup: Setup, tracker: Tracker) -> dict[str, Any]:
     }
     artifacts.save_torch(weights, lp.weights)
     artifacts.write_json(record, record_path)  # last: marks the search finished
-    lp.last_checkpoint.unlink(missing_ok=True)
-    if lp.last_checkpoint.parent.is_dir() and not any(lp.last_checkpoint.parent.iterdir()):
-        lp.last_checkpoint.parent.rmdir()
+    remove_checkpoint(lp.last_checkpoint)
     if not fired:
         Console(stderr=True).print(
             f"[yellow]early bird: the mask distances never stayed below {eb.threshold} for {eb.window} snapshots; "
@@ -126,8 +166,11 @@ def run_search(setup: Setup, tracker: Tracker) -> dict[str, Any]:
 def early_bird_mask(setup: Setup, level: int) -> M.Mask:
     """The early-bird weights pruned in one shot to level L's density, with the trunk's pruning plan."""
     weights = artifacts.load_torch(search_paths(setup).weights, "early-bird weights")
-    dense = {n: torch.ones(shape, dtype=torch.bool) for n, shape in setup.shapes.items()}
-    return prune({n: weights[n] for n in dense}, dense, setup.plan, level)
+    dense = setup.dense_mask()
+    return setup.plan.prune({n: weights[n] for n in dense}, dense, level)
+
+
+EARLY_BIRD = Control(BRANCH, early_bird_mask, rewind_start)  # retrained from the rewind point like the trunk
 
 
 def report(setup: Setup, search: dict[str, Any]) -> dict[str, Any]:
@@ -161,5 +204,5 @@ def report(setup: Setup, search: dict[str, Any]) -> dict[str, Any]:
 def run_early_bird(setup: Setup, tracker: Tracker) -> dict[str, Any]:
     search = run_search(setup, tracker)
     tracker.log({"early_bird/step": search["early_bird_step"], "early_bird/fired": int(search["fired"])})
-    run_branch(setup, BRANCH, tracker, folder=branch_folder(setup.cfg))
+    EARLY_BIRD.run(setup, tracker, folder=branch_folder(setup.cfg))
     return report(setup, search)

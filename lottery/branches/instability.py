@@ -19,32 +19,60 @@ curve and the barrier; written last, it marks the level analysed), and branch_in
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
+from lottery.config import ConfigError
 from lottery.core import artifacts
 from lottery.core.interpolation import alphas, error_barrier, interpolate
 from lottery.core.layout import LevelPaths
-from lottery.training.fit import Start, finish_level, fit_level
+from lottery.core.seeds import derive_seed
+from lottery.training import fit, results
 from lottery.training.module import evaluate_network
 
 if TYPE_CHECKING:
-    from lottery.imp import Setup
+    from lottery.setup import Setup
     from lottery.training.tracking import Tracker
 
 BRANCH = "instability"
 COLUMNS = ("level", "density", "rewind_step", "error_a", "error_b", "barrier", "loss_barrier", "stable")
 
 
+def check(cfg: Any) -> None:
+    """The instability settings; checked whichever branch runs, so a sweep fails before its first job."""
+    ins = cfg.instability
+    if ins.points < 2:
+        raise ConfigError(f"instability.points={ins.points} must be at least 2 (the endpoints); the paper uses 30")
+    if not 0.0 < ins.threshold < 1.0:
+        raise ConfigError(f"instability.threshold={ins.threshold} must lie in (0, 1) (0.02 = 2 points of error)")
+    if ins.levels is not None and any(level < 0 for level in ins.levels):
+        raise ConfigError(f"instability.levels={list(ins.levels)} must be trunk levels >= 0, or null for all")
+    if ins.bn_batches < 1:
+        raise ConfigError(f"instability.bn_batches={ins.bn_batches} must be at least 1 batch")
+    if cfg.branch == BRANCH and cfg.rewind.mode != "weights":
+        raise ConfigError(
+            f"branch=instability needs rewind.mode=weights (copies trained from the rewind point k), not "
+            f"rewind.mode={cfg.rewind.mode!r}; use rewind=weights or rewind=reset"
+        )
+
+
+def check_levels(cfg: Any, levels: int) -> None:
+    """instability.levels within the run's levels 0..levels (when this branch runs)."""
+    wanted = cfg.instability.levels
+    beyond = sorted(level for level in (wanted or []) if level > levels)
+    if beyond:
+        raise ConfigError(
+            f"instability.levels={list(wanted)} asks for levels {beyond}, but the run has levels 0..{levels}; "
+            "raise levels= or drop them"
+        )
+
+
 def copy_seed(seed: int) -> int:
     """The data-order seed of copy b: derived from the run seed, distinct from every run seed's own stream."""
-    return int(np.random.SeedSequence([seed, 0x5EED, 2]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return derive_seed(seed, 0x5EED, 2)
 
 
 def analysed_levels(setup: Setup) -> list[int]:
@@ -115,11 +143,9 @@ def analyse_level(setup: Setup, level: int, tracker: Tracker) -> dict[str, Any]:
     copy_b = LevelPaths(out_dir / "copy_b")
     mask = artifacts.load_torch(trunk.mask, "trunk mask")
     if not copy_b.done:
-        start = Start(checkpoint=paths.rewind)
-        module = fit_level(
-            setup, copy_b, level, mask, start, tracker, data_seed=copy_seed(setup.cfg.seed), label="instability copy b"
-        )
-        finish_level(setup, level, copy_b, module, mask, tracker, key=False)
+        start = fit.Start(checkpoint=paths.rewind)
+        spec = fit.LevelFit(copy_b, level, mask, start, data_seed=copy_seed(setup.cfg.seed), label="instability copy b")
+        results.finish_level(setup, spec, fit.fit_level(setup, spec, tracker), tracker, key=False)
     metrics_a = artifacts.read_json(trunk.metrics, "trunk level metrics")
     metrics_b = artifacts.read_json(copy_b.metrics, "copy b metrics")
     state_a = artifacts.load_torch(trunk.weights, "trunk weights")
@@ -152,11 +178,7 @@ def analyse_level(setup: Setup, level: int, tracker: Tracker) -> dict[str, Any]:
 def run_instability(setup: Setup, tracker: Tracker) -> list[dict[str, Any]]:
     """Analyse (or resume analysing) every requested level; the trunk's levels must be finished."""
     records = [analyse_level(setup, level, tracker) for level in analysed_levels(setup)]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    artifacts.write_text(buf.getvalue(), setup.paths.branch_dir(BRANCH) / "instability.csv")
+    artifacts.write_csv(records, setup.paths.branch_dir(BRANCH) / "instability.csv", COLUMNS)
     if setup.cfg.trainer.progress_bar:
         Console().print(instability_table(records, f"{setup.paths.seed_dir} · instability (k = {setup.rewind_step})"))
     return records

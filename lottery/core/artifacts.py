@@ -7,21 +7,27 @@ pickles that would run code; a refused, corrupt or truncated file becomes an Art
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+PREFIX = "network."  # the network's keys in a level checkpoint's state dict (the LightningModule's `network`)
 
 
 class ArtifactError(RuntimeError):
     """An artifact on disk that cannot be trusted: unreadable, truncated, unsafe or from another configuration."""
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it into place (removed if `write` fails)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -39,15 +45,34 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def save_torch(obj: Any, path: Path) -> None:
-    _atomic(path, lambda tmp: torch.save(obj, tmp))
+    write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def write_text(text: str, path: Path) -> None:
-    _atomic(path, lambda tmp: tmp.write_text(text))
+    write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def write_json(obj: Any, path: Path) -> None:
     write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", path)
+
+
+def copy_file(source: Path, path: Path) -> None:
+    """Copy `source` to `path` through a temporary file, like every other artifact write."""
+    write_atomically(path, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def write_csv(
+    rows: list[dict[str, Any]], path: Path, columns: Sequence[str] | None = None, lineterminator: str = "\n"
+) -> None:
+    """Rows as a CSV file: the given `columns` (other keys ignored), or the first row's keys (`empty` for no rows)."""
+    buf = io.StringIO()
+    fields = list(columns) if columns is not None else (list(rows[0]) if rows else ["empty"])
+    writer = csv.DictWriter(
+        buf, fieldnames=fields, extrasaction="ignore" if columns is not None else "raise", lineterminator=lineterminator
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(path, lambda tmp: tmp.write_bytes(buf.getvalue().encode()))
 
 
 def load_torch(path: Path, what: str = "artifact") -> Any:

@@ -12,6 +12,8 @@
                                  branch_<b>/config.yaml             the resolved config of the branch's job
                                  .lock, .tickets.lock, branch_<b>/.lock   flocks of jobs sharing the seed (job.py)
 
+Every module finds these folders through this one (`level_dirs`, `branch_dirs`), never by its own glob.
+
 `metrics.json` is written last: its presence is what marks a level finished, so a re-run skips exactly the levels
 whose every artifact is on disk.
 """
@@ -20,6 +22,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+LEVEL, BRANCH = "level_", "branch_"  # folder prefixes: level_<L>/, branch_<name>/
+
+
+def level_dirs(folder: Path) -> list[Path]:
+    """The level_<L> folders directly under a seed or branch folder, in name order."""
+    return sorted(Path(folder).glob(f"{LEVEL}*"))
+
+
+def branch_dirs(seed_dir: Path) -> list[Path]:
+    """The branch_<name> folders of a seed folder, in name order."""
+    return sorted(d for d in Path(seed_dir).glob(f"{BRANCH}*") if d.is_dir())
+
+
+def level_of(level_dir: Path) -> int:
+    return int(Path(level_dir).name.removeprefix(LEVEL))
+
+
+def branch_of(branch_dir: Path) -> str:
+    return Path(branch_dir).name.removeprefix(BRANCH)
+
+
+def is_branch_dir(folder: Path) -> bool:
+    return Path(folder).name.startswith(BRANCH)
 
 
 @dataclass(frozen=True)
@@ -91,10 +117,17 @@ class RunPaths:
         return self.seed_dir / "tickets.json"
 
     def level(self, level: int) -> LevelPaths:
-        return LevelPaths(self.seed_dir / f"level_{level}")
+        return LevelPaths(self.seed_dir / f"{LEVEL}{level}")
+
+    def level_dirs(self) -> list[Path]:
+        """The trunk's level folders."""
+        return level_dirs(self.seed_dir)
+
+    def branch_dirs(self) -> list[Path]:
+        return branch_dirs(self.seed_dir)
 
     def branch_dir(self, branch: str) -> Path:
-        return self.seed_dir / f"branch_{branch}"
+        return self.seed_dir / f"{BRANCH}{branch}"
 
     def branch_level(self, branch: str, level: int) -> LevelPaths:
-        return LevelPaths(self.branch_dir(branch) / f"level_{level}")
+        return LevelPaths(self.branch_dir(branch) / f"{LEVEL}{level}")

@@ -36,8 +36,12 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
     }
 
 
-def dense_mask(weights: Mapping[str, torch.Tensor]) -> Mask:
-    return {name: torch.ones_like(w, dtype=torch.bool, device="cpu") for name, w in weights.items()}
+def dense_mask(weights: Mapping[str, torch.Tensor | tuple[int, ...]]) -> Mask:
+    """Level 0's mask: every entry kept, on the CPU, for weights given as tensors or as shapes."""
+    return {
+        name: torch.ones(tuple(w.shape) if isinstance(w, torch.Tensor) else tuple(w), dtype=torch.bool)
+        for name, w in weights.items()
+    }
 
 
 def remaining(mask: Mapping[str, torch.Tensor]) -> int:
@@ -77,17 +81,25 @@ def is_subset(inner: Mapping[str, torch.Tensor], outer: Mapping[str, torch.Tenso
     return all(not bool((inner[k] & ~outer[k]).any()) for k in inner)
 
 
-@torch.no_grad()
-def apply_(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> None:
-    """Zero the masked entries in place: one masked fill per tensor, skipped for layers the mask keeps whole.
+def pruned_entries(
+    weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(weight, bool tensor of its pruned entries, on the weight's device) for each layer with any pruned entry.
+    Built once per level by the training loop, which then zeroes them after every optimizer step (`zero_`)."""
+    return [(weights[n], ~m.to(weights[n].device)) for n, m in mask.items() if not bool(m.all())]
 
-    A fill rather than a multiply, so a pruned entry is exactly zero even if it held inf or nan.
-    """
-    for name, m in mask.items():
-        if bool(m.all()):
-            continue
-        w = weights[name]
-        w.masked_fill_(~m.to(w.device), 0)
+
+@torch.no_grad()
+def zero_(pruned: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Zero the pruned entries in place: one masked fill per tensor (a fill rather than a multiply, so a pruned entry
+    is exactly zero even if it held inf or nan)."""
+    for w, dead in pruned:
+        w.masked_fill_(dead, 0)
+
+
+def apply_(weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> None:
+    """Zero the masked entries in place, skipping layers the mask keeps whole."""
+    zero_(pruned_entries(weights, mask))
 
 
 def masked_state_dict(state: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], prefix: str = "") -> dict:
@@ -107,7 +119,3 @@ def per_layer_counts(mask: Mapping[str, torch.Tensor]) -> dict[str, dict[str, fl
         name: {"total": m.numel(), "remaining": int(m.sum()), "density": int(m.sum()) / max(m.numel(), 1)}
         for name, m in mask.items()
     }
-
-
-def select(weights: Mapping[str, torch.Tensor], names: Iterable[str]) -> dict[str, torch.Tensor]:
-    return {n: weights[n] for n in names}

@@ -12,14 +12,48 @@ import fnmatch
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 
 from lottery.core.masks import Mask, density, layer_of, per_layer_counts, remaining, total
+from lottery.core.overlap import random_mask_like
 from lottery.core.schedule import PruningConfigError, SparsitySchedule, check_fraction
 
 SCOPES = ("global", "layerwise")
-__all__ = ["SCOPES", "PruningConfigError", "PruningPlan", "check_fraction", "keep_count", "prune"]
+__all__ = ["SCOPES", "Plan", "PruningConfigError", "PruningPlan", "check_fraction", "keep_count", "prune"]
+
+
+class Plan(Protocol):
+    """What the driver, the branches and the reports ask of a pruning plan. PruningPlan (single weights, below) and
+    StructuredPlan (whole heads and MLP units, lottery/structured/plan.py) both answer it, so no caller asks which
+    one it holds."""
+
+    schedule: SparsitySchedule
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The weights every level's mask covers."""
+        ...
+
+    @property
+    def scope(self) -> str: ...
+
+    def keep_counts(self, sizes: Mapping[str, int], level: int) -> dict[str, Any]:
+        """Exactly what survives at `level` (for the level keys that let schedules share levels)."""
+        ...
+
+    def prune(self, weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], level: int) -> Mask:
+        """Level `level`'s mask: what survives of `mask`, ranked on `weights`."""
+        ...
+
+    def random_like(self, mask: Mapping[str, torch.Tensor], generator: torch.Generator) -> Mask:
+        """The random-pruning control of `mask`: as much kept, chosen at random."""
+        ...
+
+    def report(self, mask: Mapping[str, torch.Tensor], level: int) -> dict[str, Any]:
+        """sparsity.json of a level: what `mask` keeps, and the schedule's target."""
+        ...
 
 
 def keep_count(n: int, density: float) -> int:
@@ -126,6 +160,14 @@ class PruningPlan:
         if self.scope == "global":
             return {"*": keep_count(sum(sizes[n] for n in self.layers), self.global_density(level))}
         return {n: keep_count(sizes[n], self.layer_density(n, level)) for n in self.layers}
+
+    def prune(self, weights: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], level: int) -> Mask:
+        """Level `level`'s mask: the largest-magnitude surviving weights of `mask` (see `prune`)."""
+        return prune(weights, mask, self, level)
+
+    def random_like(self, mask: Mapping[str, torch.Tensor], generator: torch.Generator) -> Mask:
+        """As many weights kept in each layer as `mask` keeps, at uniformly random positions."""
+        return random_mask_like(mask, generator)
 
 
 def _stable_order(scores: torch.Tensor) -> torch.Tensor:

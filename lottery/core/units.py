@@ -2,7 +2,8 @@
 
 A unit mask is `{kind: bool tensor over the kind's grid}`: `heads` (layers, heads), `mlp_units` (layers, d_mlp) and
 `mlp_blocks` (layers,). A `UnitLayout` says which weight slices each unit owns: a head its rows of q, k, v and its
-columns of o; an MLP hidden unit its row of fc_in and column of fc_out; an MLP block all of fc_in and fc_out.
+columns of o; an MLP hidden unit its row of fc_in and column of fc_out; an MLP block all of fc_in and fc_out. Each
+model with units builds its own layout (lottery/models/transformer.py `layout`).
 
 `expand` turns a unit mask into a plain weight Mask (lottery/core/masks.py), so structured pruning reuses everything
 weight pruning has: the masked fill after each optimizer step, rewinding, checkpoints and mask.pt files. `contract`
@@ -48,25 +49,6 @@ class UnitLayout:
 
     def size(self, kind: str) -> int:
         return len(self.slices[kind])
-
-
-def transformer_layout(n_layers: int, n_heads: int, head_dim: int, d_mlp: int, prefix: str = "blocks") -> UnitLayout:
-    """The layout of lottery.models.Transformer: `{prefix}.{l}.attn.{q,k,v,o}` and `{prefix}.{l}.mlp.{fc_in,fc_out}`."""
-    heads, units, blocks = [], [], []
-    for layer in range(n_layers):
-        attn, mlp = f"{prefix}.{layer}.attn", f"{prefix}.{layer}.mlp"
-        for h in range(n_heads):
-            a, b = h * head_dim, (h + 1) * head_dim
-            heads.append(
-                tuple(Slice(f"{attn}.{p}.weight", 0, a, b) for p in "qkv") + (Slice(f"{attn}.o.weight", 1, a, b),)
-            )
-        for j in range(d_mlp):
-            units.append((Slice(f"{mlp}.fc_in.weight", 0, j, j + 1), Slice(f"{mlp}.fc_out.weight", 1, j, j + 1)))
-        blocks.append((Slice(f"{mlp}.fc_in.weight", 0, 0, d_mlp), Slice(f"{mlp}.fc_out.weight", 1, 0, d_mlp)))
-    return UnitLayout(
-        grids={"heads": (n_layers, n_heads), "mlp_units": (n_layers, d_mlp), "mlp_blocks": (n_layers,)},
-        slices={"heads": tuple(heads), "mlp_units": tuple(units), "mlp_blocks": tuple(blocks)},
-    )
 
 
 def full_units(layout: UnitLayout, kinds: tuple[str, ...] | None = None) -> UnitMask:

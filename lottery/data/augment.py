@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
+from lottery.core.seeds import derive_seed
+
 PADDING = 4  # pixels of padding on every side, so a crop is shifted by up to 4 pixels each way
-AUGMENT_STREAM = 1  # a third SeedSequence word keeps these draws independent of the epoch permutation's
+AUGMENT_STREAM = 1  # a third seed word keeps these draws independent of the epoch permutation's
 
 
 @dataclass(frozen=True)
@@ -36,7 +37,7 @@ class Draws:
 
 
 def epoch_draws(n: int, seed: int, epoch: int, padding: int = PADDING) -> Draws:
-    state = int(np.random.SeedSequence([seed, epoch, AUGMENT_STREAM]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    state = derive_seed(seed, epoch, AUGMENT_STREAM)
     generator = torch.Generator().manual_seed(state)
     dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
     dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)

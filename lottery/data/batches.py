@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import torch
 
+from lottery.core.seeds import derive_seed
 from lottery.data.augment import crop_flip, epoch_draws
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    # SeedSequence mixes (seed, epoch) so neighbouring seeds never share an epoch's order.
-    state = int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    # derive_seed mixes (seed, epoch) so neighbouring seeds never share an epoch's order.
+    state = derive_seed(seed, epoch)
     return torch.randperm(n, generator=torch.Generator().manual_seed(state))
 
 

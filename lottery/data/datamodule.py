@@ -8,6 +8,8 @@ where they live, with no DataLoader workers and no per-step host-to-device copie
 
 from __future__ import annotations
 
+import copy
+
 import lightning as L
 import torch
 
@@ -25,7 +27,7 @@ class TensorDataModule(L.LightningDataModule):
         split_seed: int,
         batch_size: int,
         seed: int,
-        total_steps: int,
+        total_steps: int = 0,
         augment: bool = False,
     ):
         super().__init__()
@@ -50,6 +52,17 @@ class TensorDataModule(L.LightningDataModule):
                 f"train.batch_size={batch_size} exceeds the {len(self.x_train)} training examples left after the "
                 f"validation carve (data.val_size={val_size}); lower one of them"
             )
+
+    def replace(self, **changes: int) -> TensorDataModule:
+        """A copy sharing the carved tensors, with another `seed` (data order) or `total_steps` (run length): what a
+        stage needs differently is a new value, so the run's own datamodule never changes under another stage."""
+        unknown = set(changes) - {"seed", "total_steps"}
+        if unknown:
+            raise TypeError(f"TensorDataModule.replace takes seed and total_steps, not {sorted(unknown)}")
+        clone = copy.copy(self)
+        for name, value in changes.items():
+            setattr(clone, name, value)
+        return clone
 
     @property
     def steps_per_epoch(self) -> int:

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
+from lottery.core.seeds import derive_seed
 from lottery.data.splits import Splits
 from lottery.data.tasks import IGNORE, Regression, TokenRecall
 
@@ -33,7 +33,7 @@ ICL_DATASETS = ("icl_recall", "icl_regression")
 
 
 def _generator(seed: int, stream: int) -> torch.Generator:
-    state = int(np.random.SeedSequence([seed, stream]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    state = derive_seed(seed, stream)
     return torch.Generator().manual_seed(state)
 
 

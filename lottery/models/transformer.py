@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from lottery.core.units import UnitLayout, transformer_layout
+from lottery.core.units import Slice, UnitLayout
 from lottery.models.mlp import scaled
 
 
@@ -36,6 +36,25 @@ def rotary(x: torch.Tensor) -> torch.Tensor:
     even, odd = x[..., 0 : d - d % 2 : 2], x[..., 1 : d - d % 2 : 2]
     turned = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
     return torch.cat([turned, x[..., d - d % 2 :]], dim=-1)
+
+
+def transformer_layout(n_layers: int, n_heads: int, head_dim: int, d_mlp: int, prefix: str = "blocks") -> UnitLayout:
+    """The unit layout of this Transformer: `{prefix}.{l}.attn.{q,k,v,o}` and `{prefix}.{l}.mlp.{fc_in,fc_out}`."""
+    heads, units, blocks = [], [], []
+    for layer in range(n_layers):
+        attn, mlp = f"{prefix}.{layer}.attn", f"{prefix}.{layer}.mlp"
+        for h in range(n_heads):
+            a, b = h * head_dim, (h + 1) * head_dim
+            heads.append(
+                tuple(Slice(f"{attn}.{p}.weight", 0, a, b) for p in "qkv") + (Slice(f"{attn}.o.weight", 1, a, b),)
+            )
+        for j in range(d_mlp):
+            units.append((Slice(f"{mlp}.fc_in.weight", 0, j, j + 1), Slice(f"{mlp}.fc_out.weight", 1, j, j + 1)))
+        blocks.append((Slice(f"{mlp}.fc_in.weight", 0, 0, d_mlp), Slice(f"{mlp}.fc_out.weight", 1, 0, d_mlp)))
+    return UnitLayout(
+        grids={"heads": (n_layers, n_heads), "mlp_units": (n_layers, d_mlp), "mlp_blocks": (n_layers,)},
+        slices={"heads": tuple(heads), "mlp_units": tuple(units), "mlp_blocks": tuple(blocks)},
+    )
 
 
 class Attention(nn.Module):

@@ -18,16 +18,16 @@ import itertools
 import json
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
+from lottery.core import artifacts
 from lottery.core.overlap import expected_random_jaccard, jaccard
-
-if TYPE_CHECKING:
-    from lottery.reports.compare import Experiment
+from lottery.reports.collect import CSV_LINE_END, Experiment
+from lottery.reports.heads_curves import curve_rows, plot_heads_removed
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -124,9 +124,6 @@ def overlap_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def structured_report(experiments: list[Experiment], out_dir: Path, console: Console) -> dict[str, list]:
-    from lottery.reports.compare import _write_csv
-    from lottery.reports.heads_curves import curve_rows, plot_heads_removed
-
     structured = [e for e in experiments if any((s / "structured.json").is_file() for s in e.seed_dirs)]
     if not structured:
         return {}
@@ -135,9 +132,9 @@ def structured_report(experiments: list[Experiment], out_dir: Path, console: Con
         "spearman": spearman_rows(structured),
         "curves": curve_rows(structured),
     }
-    _write_csv(result["overlap"], out_dir / "head_overlap.csv")
-    _write_csv(result["spearman"], out_dir / "head_spearman.csv")
-    _write_csv(result["curves"], out_dir / "heads_removed.csv")
+    artifacts.write_csv(result["overlap"], out_dir / "head_overlap.csv", lineterminator=CSV_LINE_END)
+    artifacts.write_csv(result["spearman"], out_dir / "head_spearman.csv", lineterminator=CSV_LINE_END)
+    artifacts.write_csv(result["curves"], out_dir / "heads_removed.csv", lineterminator=CSV_LINE_END)
     plot_heads_removed(result["curves"], out_dir / "heads_removed.png")
     console.print(overlap_table(result["overlap"]))
     table = Table(title="head importance: Spearman rank correlation (mean over pairs)")

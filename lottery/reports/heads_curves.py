@@ -8,10 +8,10 @@ import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from lottery.reports.compare import Experiment
+from lottery.reports.collect import Experiment
+from lottery.reports.plotting import pyplot, save
 
 
 def _points(report: dict[str, Any]) -> list[tuple[str, str, str, float, float]]:
@@ -57,10 +57,7 @@ def curve_rows(experiments: list[Experiment]) -> list[dict[str, Any]]:
 
 
 def plot_heads_removed(rows: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     heads = [r for r in rows if r["kind"] == "heads"]
     if not heads:
@@ -87,6 +84,4 @@ def plot_heads_removed(rows: list[dict[str, Any]], out: Path) -> None:
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
+    save(fig, out)

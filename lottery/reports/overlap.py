@@ -10,18 +10,18 @@ from __future__ import annotations
 import itertools
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from lottery.core import artifacts
+from lottery.core.artifacts import PREFIX
+from lottery.core.layout import level_dirs, level_of
 from lottery.core.overlap import expected_random_jaccard, jaccard, sign_agreement
-from lottery.training.module import PREFIX
-
-if TYPE_CHECKING:
-    from lottery.reports.compare import Experiment
+from lottery.reports.collect import CSV_LINE_END, Experiment
+from lottery.reports.plotting import pyplot, save
 
 
 def _rewind_weights(seed_dir: Path) -> dict[str, torch.Tensor] | None:
@@ -37,11 +37,9 @@ def pair_rows(exp: Experiment) -> list[dict[str, Any]]:
     seeds = exp.seed_dirs
     masks = {s: {} for s in seeds}
     for s in seeds:
-        for level_dir in sorted(s.glob("level_*")):
+        for level_dir in level_dirs(s):
             if (level_dir / "metrics.json").is_file():
-                masks[s][int(level_dir.name.removeprefix("level_"))] = artifacts.load_torch(
-                    level_dir / "mask.pt", "mask"
-                )
+                masks[s][level_of(level_dir)] = artifacts.load_torch(level_dir / "mask.pt", "mask")
     rewound = {s: _rewind_weights(s) for s in seeds}
     for a, b in itertools.combinations(seeds, 2):
         for level in sorted(set(masks[a]) & set(masks[b])):
@@ -77,10 +75,7 @@ def pair_rows(exp: Experiment) -> list[dict[str, Any]]:
 
 
 def heatmap(rows: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     by_exp: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
@@ -104,16 +99,12 @@ def heatmap(rows: list[dict[str, Any]], out: Path) -> None:
             for j, value in enumerate(row):
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color="w" if value < 0.6 else "k")
         fig.colorbar(image, ax=ax, fraction=0.046, label="Jaccard overlap across seeds")
-    fig.tight_layout()
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
+    save(fig, out)
 
 
 def overlap_report(experiments: list[Experiment], out_dir: Path, console: Console) -> list[dict[str, Any]]:
     rows = [r for e in experiments for r in pair_rows(e)]
-    from lottery.reports.compare import _write_csv
-
-    _write_csv(rows, out_dir / "mask_overlap.csv")
+    artifacts.write_csv(rows, out_dir / "mask_overlap.csv", lineterminator=CSV_LINE_END)
     if not rows:
         console.print("mask overlap: every configuration has a single seed; nothing to compare")
         return rows

@@ -14,13 +14,15 @@ import json
 import statistics
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-if TYPE_CHECKING:
-    from lottery.reports.compare import Experiment
+from lottery.core import artifacts
+from lottery.core.layout import level_dirs
+from lottery.reports.collect import CSV_LINE_END, Experiment
+from lottery.reports.plotting import pyplot, save
 
 SWEPT = "rewind.step"
 
@@ -43,7 +45,10 @@ def collect_records(experiments: list[Experiment]) -> list[dict[str, Any]]:
         label = ", ".join(f"{k}={e.settings.get(k)}" for k in varying if e.settings.get(k) not in (None, "[]", "{}"))
         label = label or str(e.settings.get("name"))
         for seed_dir in e.seed_dirs:
-            for path in sorted(seed_dir.glob("branch_instability/level_*/instability.json")):
+            for level_dir in level_dirs(seed_dir / "branch_instability"):
+                path = level_dir / "instability.json"
+                if not path.is_file():
+                    continue
                 record = json.loads(path.read_text())
                 trunk = seed_dir / f"level_{record['level']}" / "metrics.json"
                 record["ticket_test_acc"] = json.loads(trunk.read_text())["test_acc"]
@@ -82,10 +87,7 @@ def earliest_stable(rows: list[dict[str, Any]]) -> dict[tuple[str, int], int | N
 
 
 def plot(rows: list[dict[str, Any]], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     lines: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
@@ -114,19 +116,14 @@ def plot(rows: list[dict[str, Any]], out: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
     ax_barrier.legend(fontsize=6)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
+    save(fig, out)
 
 
 def instability_report(experiments: list[Experiment], out_dir: Path, console: Console) -> list[dict[str, Any]]:
-    from lottery.reports.compare import _write_csv
-
     rows = collect_records(experiments)
     if not rows:
         return rows
-    _write_csv(rows, out_dir / "instability_vs_rewind.csv")
+    artifacts.write_csv(rows, out_dir / "instability_vs_rewind.csv", lineterminator=CSV_LINE_END)
     plot(rows, out_dir / "instability_vs_rewind.png")
     first = earliest_stable(rows)
     table = Table(title="instability against the rewind point k, mean over seeds")

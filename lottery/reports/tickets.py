@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from lottery.core import artifacts
-from lottery.core.layout import LevelPaths, RunPaths
+from lottery.core.layout import LevelPaths, RunPaths, branch_of, level_dirs
 
 KEYS = ("density", "test_acc", "best_val_acc", "best_val_step")
 
@@ -27,12 +27,8 @@ def _levels(level_dirs) -> dict[int, dict[str, Any]]:
 
 
 def summarize(paths: RunPaths, match_tolerance: float) -> dict[str, Any]:
-    trunk = _levels(sorted(paths.seed_dir.glob("level_*")))
-    branches = {
-        d.name.removeprefix("branch_"): _levels(sorted(d.glob("level_*")))
-        for d in sorted(paths.seed_dir.glob("branch_*"))
-        if d.is_dir()
-    }
+    trunk = _levels(paths.level_dirs())
+    branches = {branch_of(d): _levels(level_dirs(d)) for d in paths.branch_dirs()}
     # Branches that train comparable levels (controls, early-bird tickets); the instability analysis trains copies of
     # the trunk's own levels, which are not a separate line.
     branches = {name: records for name, records in branches.items() if records}

@@ -3,12 +3,12 @@ training; each error names the setting, its value and the fix."""
 
 from __future__ import annotations
 
-from lottery.config import LotteryConfig
+from lottery.branches.registry import BRANCHES
+from lottery.config import ConfigError, LotteryConfig
 from lottery.core.unit_scores import SCORES
 from lottery.core.units import KINDS
 from lottery.data.icl import ICL_DATASETS, check_settings
 from lottery.models.mlp import scaled
-from lottery.validate import ConfigError
 
 PROCEDURES = ("no_retrain", "imp", "both")
 UNIT_SCOPES = ("global", "layerwise")
@@ -57,11 +57,12 @@ def check_structured(cfg: LotteryConfig) -> None:
             check_settings(cfg.data)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-    if cfg.pruning.strategy == "structured" and cfg.branch == "early_bird":
+    branch = BRANCHES.get(cfg.branch)
+    if cfg.pruning.strategy == "structured" and branch is not None and branch.not_structured:
+        available = ["none", *(name for name, b in BRANCHES.items() if not b.not_structured)]
         raise ConfigError(
-            "branch=early_bird is not available for pruning.strategy=structured yet (its detector draws "
-            "weight-magnitude masks, not unit masks); use pruning.strategy=magnitude, or branch=none, random_reinit, "
-            "random_prune, oneshot or instability"
+            f"branch={cfg.branch} is not available for pruning.strategy=structured yet ({branch.not_structured}); "
+            f"use pruning.strategy=magnitude, or branch={', '.join(available[:-1])} or {available[-1]}"
         )
     s = cfg.structured
     if s.procedure not in PROCEDURES:

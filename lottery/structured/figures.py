@@ -12,17 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from lottery.reports.plotting import pyplot, save
+
 STYLE = {"magnitude": ("C0", "o", "-"), "gradient": ("C1", "s", "-"), "random": ("0.45", "x", "--")}
 BRANCH_STYLE = {"random_prune": ("0.3", "x", ":"), "oneshot": ("C2", "d", "-."), "random_reinit": ("C4", "^", ":")}
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _references(ax, report: dict[str, Any]) -> None:
@@ -78,9 +75,7 @@ def plot_curves(report: dict[str, Any], out: Path) -> None:
         ax.set_title(f"{kind.replace('_', ' ')} ({report['unit_totals'][kind]} in all)", fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
+    save(fig, out)
 
 
 def plot_survival(report: dict[str, Any], no_retrain: dict[str, Any] | None, out: Path) -> None:
@@ -120,9 +115,7 @@ def plot_survival(report: dict[str, Any], no_retrain: dict[str, Any] | None, out
         ax.set_title(title, fontsize=7)
         if removed is not None:
             fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
+    save(fig, out)
 
 
 def plot_by_context(report: dict[str, Any], no_retrain: dict[str, Any] | None, out: Path) -> None:
@@ -151,6 +144,4 @@ def plot_by_context(report: dict[str, Any], no_retrain: dict[str, Any] | None, o
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(out, dpi=150)
-    plt.close(fig)
+    save(fig, out)

@@ -15,17 +15,17 @@ import statistics
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.pruning import keep_count
+from lottery.core.seeds import derive_seed
 from lottery.core.units import expand, full_units, keep_top, random_scores
-from lottery.structured.scoring import load_network, unit_scores
+from lottery.structured.scoring import UnitScorer, load_network
 
 if TYPE_CHECKING:
-    from lottery.imp import Setup
+    from lottery.setup import Setup
 
 EVAL_CHUNK = 8192  # the chunk LevelModule.evaluate uses, so the dense network's numbers match metrics.json exactly
 
@@ -45,7 +45,7 @@ def evaluate(network: torch.nn.Module, task: Any, x: torch.Tensor, y: torch.Tens
 def draw_seed(seed: int, kind: str, draw: int) -> int:
     """A seed per (run seed, kind, draw) for the random removals, apart from every training stream."""
     tag = ["heads", "mlp_units", "mlp_blocks"].index(kind) + 101
-    return int(np.random.SeedSequence([seed, tag, draw]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return derive_seed(seed, tag, draw)
 
 
 def settings_of(setup: Setup) -> dict[str, Any]:
@@ -83,13 +83,14 @@ def run_no_retrain(setup: Setup) -> dict[str, Any]:
             return previous
     dm = setup.datamodule
     weights = artifacts.load_torch(setup.paths.level(0).weights, "dense trained weights")
-    network = load_network(setup, weights)
+    network = load_network(setup.network, weights)
     layout = network.layout()
     shapes = {n: tuple(w.shape) for n, w in M.prunable_weights(network).items()}
     dense = evaluate(network, dm.task, dm.x_test, dm.y_test)
     kinds = tuple(settings["units"])
     learned = [s for s in settings["scores"] if s != "random"]
-    scores = {s: unit_scores(setup, weights, s, kinds, layout) for s in learned}
+    scorer = UnitScorer(setup.network, dm, setup.cfg.structured.score_examples)
+    scores = {s: scorer(weights, s, kinds, layout) for s in learned}
     alive = full_units(layout)
 
     def removed_eval(units: Mapping[str, torch.Tensor]) -> dict[str, Any]:

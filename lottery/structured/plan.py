@@ -1,37 +1,34 @@
 """Structured IMP: the trunk's levels remove whole heads / MLP units / MLP blocks instead of single weights.
 
-`configure` (called by lottery.imp.prepare for pruning.strategy=structured) puts a StructuredPlan where the weight
-PruningPlan was. It answers what the driver asks of a plan (`layers`, `scope`, `keep_counts` for level keys, `report`
-for sparsity.json and metrics.json) and `prune`s: level L keeps, of each kind in `structured.units`, the
-round(n * d_L) surviving units with the highest score on level L-1's trained weights, d_L from the pruning schedule
-(so `pruning=global_20` removes 20% of the remaining heads per level). Units are ranked over all layers together
-(`structured.scope=global`) or within each layer (`layerwise`; MLP blocks, one per layer, are always ranked globally).
-The unit mask is expanded to a weight mask (lottery/core/units.py), so masks, rewinding and resume work unchanged.
+A StructuredPlan answers the same interface as the weight PruningPlan (lottery/core/pruning.py `Plan`: `layers`,
+`scope`, `keep_counts` for level keys, `prune`, `random_like` for the random-pruning control, `report` for
+sparsity.json), so the driver and the branches never ask which plan they hold. It `prune`s so that level L keeps, of
+each kind in `structured.units`, the round(n * d_L) surviving units with the highest score on level L-1's trained
+weights, d_L from the pruning schedule (so `pruning=global_20` removes 20% of the remaining heads per level). Units are
+ranked over all layers together (`structured.scope=global`) or within each layer (`layerwise`; MLP blocks, one per
+layer, are always ranked globally). The unit mask is expanded to a weight mask (lottery/core/units.py), so masks,
+rewinding and resume work unchanged.
 
 In sparsity.json and metrics.json of a structured level, `density` is the share of prunable weights kept and
 `target_density` the schedule's share of units kept; `units` holds each kind's surviving units, per layer.
 
-Controls (`branch=`): random_prune removes as many units of each kind (per layer under layerwise scope) at random;
-oneshot ranks the dense trained units once, straight to level L's count; random_reinit keeps the trunk's mask.
+The controls follow from the interface: random_prune removes as many units of each kind (per layer under layerwise
+scope) at random; oneshot ranks the dense trained units once, straight to level L's count; random_reinit keeps the
+trunk's mask.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.pruning import keep_count
 from lottery.core.schedule import SparsitySchedule
-from lottery.core.units import UnitLayout, UnitMask, contract, counts, expand, full_units, keep_top, random_like
-
-if TYPE_CHECKING:
-    from lottery.imp import Setup
+from lottery.core.units import UnitLayout, UnitMask, contract, counts, expand, keep_top, random_like
 
 
 @dataclass
@@ -45,6 +42,27 @@ class StructuredPlan:
     scorer: Callable[..., dict[str, torch.Tensor]]  # (weights, score, kinds, layout) -> unit scores
     score_examples: int
     ignored: tuple[str, ...] = ()
+
+    @classmethod
+    def build(
+        cls,
+        settings: Any,
+        layout: UnitLayout,
+        schedule: SparsitySchedule,
+        shapes: Mapping[str, tuple[int, ...]],
+        scorer: Callable[..., dict[str, torch.Tensor]],
+    ) -> StructuredPlan:
+        """The plan of `structured.*` settings (validated beforehand by lottery/structured/checks.py)."""
+        return cls(
+            layout=layout,
+            kinds=tuple(settings.units),
+            score=settings.score,
+            unit_scope=settings.scope,
+            schedule=schedule,
+            shapes=dict(shapes),
+            scorer=scorer,
+            score_examples=settings.score_examples,
+        )
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -89,6 +107,14 @@ class StructuredPlan:
         alive = self.units_of(mask)
         return self.select(self.scorer(weights, self.score, self.kinds, self.layout), alive, level)
 
+    def random_like(self, mask: Mapping[str, torch.Tensor], generator: torch.Generator) -> M.Mask:
+        """As many units of each pruned kind kept as `mask` keeps (per layer under layerwise scope), at random."""
+        units = self.units_of(mask)
+        randomised = dict(units)
+        for kind in self.kinds:
+            randomised.update(random_like({kind: units[kind]}, self.scope_of(kind), generator))
+        return expand(randomised, self.layout, self.shapes)
+
     def report(self, mask: Mapping[str, torch.Tensor], level: int) -> dict[str, Any]:
         return {
             "total": M.total(mask),
@@ -101,47 +127,3 @@ class StructuredPlan:
             "unit_kinds": list(self.kinds),
             "unit_score": self.score,
         }
-
-
-def configure(setup: Setup, weights: Mapping[str, torch.Tensor]) -> None:
-    """Switch a prepared Setup to structured pruning (validated beforehand by lottery.structured.checks)."""
-    from lottery.structured.scoring import unit_scores
-
-    s = setup.cfg.structured
-    setup.plan = StructuredPlan(
-        layout=setup.network().layout(),
-        kinds=tuple(s.units),
-        score=s.score,
-        unit_scope=s.scope,
-        schedule=setup.plan.schedule,
-        shapes={n: tuple(w.shape) for n, w in weights.items()},
-        scorer=partial(unit_scores, setup),
-        score_examples=s.score_examples,
-    )
-    setup.shapes = dict(setup.plan.shapes)
-    # Level 0 (dense training) does not depend on how units are later ranked: keep structured.* out of its key, so
-    # runs that differ only in score or units share one trained level 0 (lottery/reuse.py). Level keys from 1 on
-    # name the score and unit kinds through keep_counts.
-    setup.base_inputs = {k: v for k, v in setup.base_inputs.items() if not k.startswith("structured.")}
-    if s.procedure == "no_retrain":
-        setup.levels = 0
-
-
-def branch_mask(setup: Setup, branch: str, level: int) -> M.Mask:
-    """The unit-level controls of a structured trunk (see the module docstring)."""
-    from lottery.branches.controls import branch_seed
-
-    plan: StructuredPlan = setup.plan  # type: ignore[assignment]
-    trunk = artifacts.load_torch(setup.paths.level(level).mask, "trunk mask")
-    if branch == "random_reinit":
-        return trunk
-    if branch == "random_prune":
-        generator = torch.Generator().manual_seed(branch_seed(setup.cfg.seed, branch, level))
-        units = plan.units_of(trunk)
-        randomised = dict(units)
-        for kind in plan.kinds:
-            randomised.update(random_like({kind: units[kind]}, plan.scope_of(kind), generator))
-        return expand(randomised, plan.layout, plan.shapes)
-    dense_trained = artifacts.load_torch(setup.paths.level(0).weights, "dense trained weights")
-    scores = plan.scorer(dense_trained, plan.score, plan.kinds, plan.layout)
-    return plan.select(scores, full_units(plan.layout), level)

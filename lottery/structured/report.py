@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lottery.core import artifacts
+from lottery.core.layout import LevelPaths, branch_dirs, branch_of, level_dirs
 from lottery.core.units import contract
-from lottery.core.layout import LevelPaths
 from lottery.structured.export import compare
 from lottery.structured.no_retrain import evaluate
 from lottery.structured.scoring import load_network
 
 if TYPE_CHECKING:
-    from lottery.imp import Setup
+    from lottery.setup import Setup
 
 COMPACT_BATCH = 512  # test prompts per timed forward pass
 
@@ -74,8 +74,8 @@ def write_report(setup: Setup, no_retrain: dict[str, Any] | None) -> dict[str, A
     paths, plan = setup.paths, setup.plan
     tolerance = setup.cfg.ticket.match_tolerance
     dm = setup.datamodule
-    load = lambda d: load_network(setup, artifacts.load_torch(LevelPaths(d).weights, "weights"))  # noqa: E731
-    trunk = level_rows(sorted(paths.seed_dir.glob("level_*")), plan.layout)
+    load = lambda d: load_network(setup.network, artifacts.load_torch(LevelPaths(d).weights, "weights"))  # noqa: E731
+    trunk = level_rows(level_dirs(paths.seed_dir), plan.layout)
     if not trunk or trunk[0]["level"] != 0:
         raise artifacts.ArtifactError(f"the structured report needs the trained level 0 in {paths.level(0).dir}")
     dense_network = load(paths.level(0).dir)
@@ -100,13 +100,13 @@ def write_report(setup: Setup, no_retrain: dict[str, Any] | None) -> dict[str, A
             }
             for kind, by_score in no_retrain["curves"].items()
         }
-    if len(trunk) > 1 or any(paths.seed_dir.glob("branch_*/level_*")):
+    branches = {branch_of(b): level_dirs(b) for b in branch_dirs(paths.seed_dir)}
+    if len(trunk) > 1 or any(branches.values()):
         kinds = list(plan.kinds)
         imp = {"score": plan.score, "units": kinds, "trunk": imp_summary(trunk, kinds, dense["acc"], tolerance)}
         imp["branches"] = {}
-        for b in sorted(paths.seed_dir.glob("branch_*")):
-            rows = level_rows(sorted(b.glob("level_*")), plan.layout)
-            imp["branches"][b.name.removeprefix("branch_")] = imp_summary(rows, kinds, dense["acc"], tolerance)
+        for name, dirs in branches.items():
+            imp["branches"][name] = imp_summary(level_rows(dirs, plan.layout), kinds, dense["acc"], tolerance)
         x = dm.x_test[:COMPACT_BATCH]
         imp["compact"] = [
             {"level": r["level"], **compare(load(Path(r["dir"])), contract_of(Path(r["dir"]), plan.layout), x)}

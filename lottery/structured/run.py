@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.table import Table
 
+from lottery.branches.registry import BRANCHES
 from lottery.core import artifacts
 from lottery.structured.no_retrain import run_no_retrain
 from lottery.structured.report import write_report
 
 if TYPE_CHECKING:
-    from lottery.imp import Setup
+    from lottery.setup import Setup
 
 
 def finish_structured(setup: Setup, console: Console | None = None) -> dict[str, Any]:
@@ -26,6 +27,12 @@ def finish_structured(setup: Setup, console: Console | None = None) -> dict[str,
     report = write_report(setup, no_retrain)
     (console or Console()).print(summary_table(report))
     return report
+
+
+def chosen_by(branch: str, score: str) -> str:
+    """What chose a branch's removed units: the run's score, chance, or (random_reinit) the trunk's mask."""
+    chooser = BRANCHES[branch].units_chosen_by if branch in BRANCHES else None
+    return score if chooser == "score" else (chooser or branch)
 
 
 def summary_table(report: dict[str, Any]) -> Table:
@@ -41,9 +48,8 @@ def summary_table(report: dict[str, Any]) -> Table:
     imp = report.get("imp")
     if imp:
         # what chose the removed units: the score, chance, or (random_reinit) the trunk's mask
-        chosen_by = {"random_prune": "random", "oneshot": imp["score"], "random_reinit": "trunk's units"}
         lines = [("IMP", imp["score"], imp["trunk"])]
-        lines += [(f"IMP {b}", chosen_by.get(b, b), v) for b, v in imp["branches"].items()]
+        lines += [(f"IMP {b}", chosen_by(b, imp["score"]), v) for b, v in imp["branches"].items()]
         for name, score, summary in lines:
             for kind, fraction in summary["removable"].items():
                 at = [r["test_acc"] for r in summary["levels"] if r["removed"][kind] == fraction]

@@ -24,9 +24,9 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics.functional.classification import multiclass_accuracy
 
 from lottery.core import masks as M
+from lottery.core.artifacts import PREFIX
 from lottery.data.tasks import Task
 
-PREFIX = "network."  # the network's keys inside the LightningModule's state dict
 # A level's results beside its weights; they travel back from spawned DDP workers in callback_metrics.
 PROGRESS = ("best_val_acc", "best_val_step", "last_val_acc", "train_seconds", "processes")
 
@@ -54,8 +54,7 @@ class LevelModule(L.LightningModule):
         weights = M.prunable_weights(network)
         M.check_compatible(mask, weights)
         self.mask = {k: v.clone() for k, v in mask.items()}
-        # Only tensors with pruned entries are touched after each step (see module docstring).
-        self._sparse = [name for name, m in self.mask.items() if not bool(m.all())]
+        # Only tensors with pruned entries are touched after each step (see module docstring); found on first use.
         self._pruned: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self.val_data = val_data
         self.num_classes = num_classes
@@ -92,7 +91,7 @@ class LevelModule(L.LightningModule):
         x, y = batch
         loss = F.cross_entropy(self.network(x), y) if self.task is None else self.task.loss(self.network(x), y)
         # The training loss is summed on the device and reported as a mean every `log_every` steps: calling
-        # self.log on every step costs more than the step itself for small networks (see benchmarks/).
+        # self.log on every step can cost more than the step itself for small networks (benchmarks/imp_speed.py).
         detached = loss.detach()
         self._loss_sum = detached if self._loss_sum is None else self._loss_sum + detached
         self._loss_count += 1
@@ -113,14 +112,11 @@ class LevelModule(L.LightningModule):
         # holds its result and a resumed level sees exactly the evaluations of an uninterrupted one.
         self.maybe_evaluate(self.trainer.global_step + 1)
 
-    @torch.no_grad()
     def enforce_mask(self) -> None:
         if self._pruned is None or any(p.device != dead.device for p, dead in self._pruned):
-            # Built once per device: (parameter, bool tensor of its pruned entries), only for layers with any.
-            weights = M.prunable_weights(self.network)
-            self._pruned = [(weights[n], ~self.mask[n].to(weights[n].device)) for n in self._sparse]
-        for p, dead in self._pruned:
-            p.masked_fill_(dead, 0)
+            # Found once per device: (parameter, its pruned entries) for the layers with any.
+            self._pruned = M.pruned_entries(M.prunable_weights(self.network), self.mask)
+        M.zero_(self._pruned)
 
     # ---- evaluation at fixed steps
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
