@@ -164,6 +164,9 @@ class PruningConfig:
 class RewindConfig:
     mode: str = "weights"  # weights: rewind weights+state to step k | lr: keep weights, replay LR from k | finetune
     step: str = "0it"  # the rewind point k; 0it is the original LTH reset to initialisation
+    # mode=finetune: the constant LR of fine-tuning (absolute, like optim.lr); null: the schedule's final LR, which
+    # must then be above 0 (cosine and linear schedules end at 0 and need this set)
+    finetune_lr: float | None = None
 
 
 # ---- training of each level
@@ -208,6 +211,9 @@ class LoggerConfig:
 class TicketConfig:
     match_tolerance: float = 0.01  # a level "matches" when its test accuracy is at most this below dense (0.01 = 1 pt)
     log_masks: bool = False  # also log each level's mask to W&B as an artifact
+    # the test accuracy tickets are judged by: final (after the last step) | early_stop (at the evaluation step of
+    # minimum validation loss, the LTH paper's metric)
+    metric: str = "final"
 
 
 @dataclass

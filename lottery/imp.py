@@ -23,6 +23,7 @@ from lottery.core import masks as M
 from lottery.reuse import reuse_level
 from lottery.setup import Setup
 from lottery.training import fit, results
+from lottery.training.starts import ticket_start
 from lottery.training.tracking import Tracker
 
 # Each level's Trainer starts mid-"epoch" when it resumes at step k; our batches are a function of the step (see
@@ -58,20 +59,6 @@ def level_mask(setup: Setup, level: int) -> M.Mask:
     return mask
 
 
-def trunk_start(setup: Setup, level: int) -> fit.Start:
-    """The IMP trunk: level 0 from theta_0; later levels by the configured rewind mode."""
-    if level == 0:
-        return fit.Start()
-    mode = setup.cfg.rewind.mode
-    if mode == "weights":
-        return fit.Start(checkpoint=setup.paths.rewind)
-    previous = artifacts.load_torch(setup.paths.level(level - 1).weights, "trained weights")
-    if mode == "lr":
-        return fit.Start(checkpoint=setup.paths.rewind, weights=previous)
-    # finetune: the trained weights, the schedule's final LR, a fresh optimizer, steps counted from 0
-    return fit.Start(weights=previous, constant_lr=setup.lr_lambda()(setup.total_steps))
-
-
 def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dict[str, Any]:
     """Train level `level` of the IMP trunk."""
     if level > 0 and not setup.paths.rewind.exists() and setup.cfg.rewind.mode in ("weights", "lr"):
@@ -81,7 +68,7 @@ def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dic
         )
     if level == 0 and not setup.paths.init.exists():  # theta_0 itself, whatever the rewind step (for analyses)
         artifacts.save_torch(setup.network(seed=setup.cfg.seed).state_dict(), setup.paths.init)
-    spec = fit.LevelFit(setup.paths.level(level), level, mask, trunk_start(setup, level), capture_rewind=level == 0)
+    spec = fit.LevelFit(setup.paths.level(level), level, mask, ticket_start(setup, level), capture_rewind=level == 0)
     module = fit.fit_level(setup, spec, tracker)
     return results.finish_level(setup, spec, module, tracker)
 

@@ -64,7 +64,7 @@ def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[s
         # Serialised so that the last job to finish writes a summary that includes every job's levels.
         with exclusive(paths.seed_dir / ".tickets.lock", "the ticket summary", wait):
             _remove(paths.seed_dir.glob(TICKETS_TMP))
-            summary = tickets.write(paths, cfg.ticket.match_tolerance)
+            summary = tickets.write(paths, cfg.ticket.match_tolerance, cfg.ticket.metric)
             if job_tracker.run is not None:
                 _log_summary(setup, summary, job_tracker)
     finally:
@@ -99,13 +99,13 @@ def plot_tickets(summary: dict[str, Any], path: Path) -> None:
     """Test accuracy against density for the ticket and each control of one seed (the figure sent to W&B)."""
     from lottery.reports.plotting import plot
 
-    lines = {
-        "ticket": [{"density": r["density"], "mean": r["test_acc"], "std": 0.0, "seeds": 1} for r in summary["levels"]]
-    }
+    key = summary.get("metric_key", "test_acc")
+    def point(record: dict[str, Any]) -> dict[str, Any]:
+        return {"density": record["density"], "mean": record[key], "std": 0.0, "seeds": 1}
+
+    # levels written before the metric existed have None for it and are left out
+    lines = {"ticket": [point(r) for r in summary["levels"] if r.get(key) is not None]}
     for b in summary["branches"]:
-        lines[b] = [
-            {"density": r["controls"][b]["density"], "mean": r["controls"][b]["test_acc"], "std": 0.0, "seeds": 1}
-            for r in summary["levels"]
-            if b in r["controls"]
-        ]
-    plot({k: v for k, v in lines.items() if v}, "test_acc", path)
+        controls = [r["controls"][b] for r in summary["levels"] if b in r["controls"]]
+        lines[b] = [point(c) for c in controls if c.get(key) is not None]
+    plot({k: v for k, v in lines.items() if v}, key, path)

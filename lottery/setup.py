@@ -29,7 +29,14 @@ from lottery.data.datamodule import TensorDataModule
 from lottery.guard import check_output_folder, estimate_bytes
 from lottery.structured.plan import StructuredPlan
 from lottery.structured.scoring import UnitScorer
-from lottery.validate import check_augment, check_levels, check_steps, sparsity_schedule, validate
+from lottery.validate import (
+    check_augment,
+    check_finetune,
+    check_levels,
+    check_steps,
+    sparsity_schedule,
+    validate,
+)
 
 
 def experiment_hash(cfg: LotteryConfig) -> tuple[str, dict[str, Any]]:
@@ -149,6 +156,7 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
         base_inputs=base_inputs,
         shapes={n: tuple(weights[n].shape) for n in plan.layers},
     )
+    check_finetune(cfg, setup.lr_lambda()(total))
     num_parameters = sum(p.numel() for p in network.parameters())
     check_output_folder(setup.paths.seed_dir, estimate_bytes(num_parameters, setup.levels))
     claim(setup.paths, inputs)

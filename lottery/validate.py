@@ -55,6 +55,15 @@ def validate(cfg: LotteryConfig) -> None:
     for pattern, rate in cfg.pruning.overrides.items():
         check_fraction(rate, f"pruning.overrides[{pattern!r}]")
     _one_of("rewind.mode", cfg.rewind.mode, REWIND_MODES)
+    finetune_lr = cfg.rewind.finetune_lr
+    if finetune_lr is not None and cfg.rewind.mode != "finetune":
+        raise ConfigError(
+            f"rewind.finetune_lr={finetune_lr} is the LR of fine-tuning, which rewind.mode={cfg.rewind.mode!r} does "
+            "not use; drop it, or use rewind=finetune"
+        )
+    if finetune_lr is not None and not finetune_lr > 0:
+        raise ConfigError(f"rewind.finetune_lr={finetune_lr} must be a positive learning rate, e.g. 1e-4")
+    _one_of("ticket.metric", cfg.ticket.metric, ("final", "early_stop"))
     _one_of("schedule.name", cfg.schedule.name, SCHEDULES)
     _one_of("logger.kind", cfg.logger.kind, LOGGERS)
     _one_of("branch", cfg.branch, NAMES)
@@ -94,6 +103,16 @@ def check_steps(cfg: LotteryConfig, total: int, rewind: int) -> None:
         raise ConfigError(
             f"rewind.step={cfg.rewind.step!r} is step {rewind}, at or past the end of training "
             f"(train.duration={cfg.train.duration!r} is {total} steps); rewind to an earlier point such as '0it'"
+        )
+
+
+def check_finetune(cfg: LotteryConfig, final_multiplier: float) -> None:
+    """Fine-tuning at the schedule's final LR trains nothing when the schedule ends at 0 (cosine, linear)."""
+    if cfg.rewind.mode == "finetune" and cfg.rewind.finetune_lr is None and final_multiplier == 0.0:
+        raise ConfigError(
+            f"rewind.mode=finetune trains at the schedule's final LR, and schedule.name={cfg.schedule.name!r} ends at "
+            "0, so fine-tuning would change nothing; give the fine-tuning LR with rewind.finetune_lr=<lr> (e.g. a "
+            "tenth of optim.lr), or use a schedule that ends above 0 (schedule=constant or step)"
         )
 
 

@@ -66,6 +66,13 @@ def test_compare_writes_accuracy_and_overlap_reports(sweep, tmp_path):
     assert all(float(r["jaccard"]) == 1.0 for r in dense)
     for r in overlap:
         assert 0.0 <= float(r["jaccard"]) <= 1.0 and 0.0 <= float(r["sign_agreement"]) <= 1.0
+        # the heatmap shows the overlap relative to two random masks of the same densities; the raw value stays
+        assert float(r["jaccard_over_random"]) == pytest.approx(float(r["jaccard"]) / float(r["random_jaccard"]))
+
+
+def test_a_single_configuration_is_labelled_by_its_name_not_a_hash(sweep):
+    first = collect([sweep])[0]
+    assert [e.label for e in collect([first.path])] == ["default"]  # compared with nothing, nothing differs
 
 
 def test_collect_finds_experiments_from_a_root_a_name_or_hash_folders(sweep):

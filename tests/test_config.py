@@ -140,7 +140,7 @@ def test_schema_defaults_are_pinned():
         "target_density": None,
         "over_levels": None,
     }
-    assert defaults["RewindConfig"] == {"mode": "weights", "step": "0it"}
+    assert defaults["RewindConfig"] == {"mode": "weights", "step": "0it", "finetune_lr": None}
     assert defaults["TrainConfig"] == {
         "duration": "3000it",
         "batch_size": 100,

@@ -144,15 +144,20 @@ def test_reset_to_initialisation_is_rewinding_to_step_zero(run_tiny, monkeypatch
 @pytest.mark.parametrize("mode", ["lr", "finetune"])
 def test_lr_rewinding_and_finetuning_keep_the_trained_weights(run_tiny, monkeypatch, mode):
     starts = record_starts(monkeypatch)
-    _, seed_dir = run_tiny(f"rewind={mode}", "rewind.step=20it", "optim=sgd", "schedule=cosine")
+    finetune_lr = ("rewind.finetune_lr=0.01",) if mode == "finetune" else ()  # cosine ends at 0: refused without it
+    _, seed_dir = run_tiny(f"rewind={mode}", "rewind.step=20it", "optim=sgd", "schedule=cosine", *finetune_lr)
     trained = torch.load(seed_dir / "level_0" / "weights.pt", weights_only=True)
     mask = torch.load(seed_dir / "level_1" / "mask.pt", weights_only=True)
     for key, value in starts[1]["weights"].items():
         assert torch.equal(value, trained[key] * mask[key] if key in mask else trained[key]), key
     if mode == "lr":  # the schedule replays from step k
         assert starts[1]["step"] == 20 and starts[1]["lr"] == starts[2]["lr"]
-    else:  # fine-tuning: a fresh optimizer at the final LR of the schedule (cosine ends at 0)
-        assert starts[1]["step"] == 0 and starts[1]["lr"] == pytest.approx(0.0, abs=1e-12)
+    else:  # fine-tuning: a fresh optimizer at rewind.finetune_lr, steps counted from 0; the weights do change
+        assert starts[1]["step"] == 0 and starts[1]["lr"] == pytest.approx(0.01)
+        assert starts[1]["optimizer_state"] == {}
+        level_1 = torch.load(seed_dir / "level_1" / "weights.pt", weights_only=True)
+        changed = [k for k in mask if not torch.equal(level_1[k], trained[k] * mask[k])]
+        assert changed == list(mask)
 
 
 @pytest.mark.parametrize(

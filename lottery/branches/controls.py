@@ -1,9 +1,14 @@
 """Control branches, trained beside the trunk's levels from what the trunk left on disk (the trunk is never retrained):
 
-    random_reinit  the trunk's level-L mask, trained from a fresh random initialisation (another seed's theta)
-    random_prune   a random mask with exactly the trunk's level-L per-layer densities, from the trunk's rewind point
-    oneshot        the dense trained weights (level 0) pruned straight to the level-L target, from the rewind point
+    random_reinit  the trunk's level-L mask on a fresh random initialisation (another seed's theta), trained from the
+                   rewind step k with the schedule's position and data order at k and a fresh optimizer state
+    random_prune   a random mask with exactly the trunk's level-L per-layer densities, retrained as the ticket is
+    oneshot        the dense trained weights (level 0) pruned straight to the level-L target, retrained as the ticket
 
+Every control retrains by the ticket's procedure (lottery/training/starts.py: start step, steps, LR schedule position,
+optimizer state, data order, evaluation steps) and differs only in its mask or, for random_reinit, its starting
+weights; under `lr` and `finetune` the mask is applied to the weights it was drawn from (level L-1's for random_prune,
+like the ticket; level 0's for oneshot). random_reinit under `finetune` has no like-for-like meaning and is refused.
 A ticket is only a ticket if it beats random_reinit and random_prune at the same density; oneshot asks whether the
 iterations of IMP matter. A control is its mask rule and its start (`Control`); `run_control` trains any of them, the
 early-bird tickets included (lottery/branches/early_bird.py). Outputs: seed_<s>/branch_<name>/level_<L>/, the same
@@ -18,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lottery.config import ConfigError
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.seeds import derive_seed
 from lottery.training import fit, results
+from lottery.training.starts import fresh_start, retrain_start, ticket_start
 
 if TYPE_CHECKING:
     from lottery.setup import Setup
@@ -42,7 +49,7 @@ class Control:
 
     name: str
     mask: Callable[[Setup, int], M.Mask]
-    start: Callable[[Setup], fit.Start]
+    start: Callable[[Setup, int], fit.Start]
 
     def run(self, setup: Setup, tracker: Tracker, folder: str | None = None) -> list[dict[str, Any]]:
         return run_control(setup, self, tracker, folder)
@@ -62,18 +69,27 @@ def oneshot_mask(setup: Setup, level: int) -> M.Mask:
     return setup.plan.prune(dense_trained, setup.dense_mask(), level)
 
 
-def fresh_start(setup: Setup) -> fit.Start:
-    fresh = setup.network(seed=branch_seed(setup.cfg.seed, "random_reinit"))
-    return fit.Start(weights={k: v.detach().clone() for k, v in fresh.state_dict().items()})
+def reinit_start(setup: Setup, level: int) -> fit.Start:
+    return fresh_start(setup, branch_seed(setup.cfg.seed, "random_reinit"))
 
 
-def rewind_start(setup: Setup) -> fit.Start:
-    return fit.Start(checkpoint=setup.paths.rewind)
+def oneshot_start(setup: Setup, level: int) -> fit.Start:
+    return retrain_start(setup, setup.paths.level(0).weights)  # the weights its mask was drawn from
 
 
-RANDOM_REINIT = Control("random_reinit", trunk_mask, fresh_start)
-RANDOM_PRUNE = Control("random_prune", random_mask, rewind_start)
-ONESHOT = Control("oneshot", oneshot_mask, rewind_start)
+def check_reinit(cfg: Any) -> None:
+    """random_reinit under fine-tuning would fine-tune random weights at a small constant LR: no control of anything."""
+    if cfg.branch == "random_reinit" and cfg.rewind.mode == "finetune":
+        raise ConfigError(
+            "branch=random_reinit has no like-for-like meaning under rewind.mode=finetune (it would fine-tune a "
+            "random initialisation at the fine-tuning LR); use branch=random_prune or oneshot with fine-tuning, or "
+            "rewind=weights / rewind=lr for random_reinit"
+        )
+
+
+RANDOM_REINIT = Control("random_reinit", trunk_mask, reinit_start)
+RANDOM_PRUNE = Control("random_prune", random_mask, ticket_start)
+ONESHOT = Control("oneshot", oneshot_mask, oneshot_start)
 
 
 def run_control(setup: Setup, control: Control, tracker: Tracker, folder: str | None = None) -> list[dict[str, Any]]:
@@ -97,7 +113,7 @@ def run_control(setup: Setup, control: Control, tracker: Tracker, folder: str | 
         else:
             mask = control.mask(setup, level)
             artifacts.save_torch(mask, lp.mask)
-        spec = fit.LevelFit(lp, level, mask, control.start(setup))
+        spec = fit.LevelFit(lp, level, mask, control.start(setup, level))
         module = fit.fit_level(setup, spec, tracker)
         rows.append(results.finish_level(setup, spec, module, tracker, key=False))
         results.write_levels_csv(paths.branch_dir(folder) / "levels.csv", rows)

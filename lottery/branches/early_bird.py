@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import lightning as L
 from rich.console import Console
 
-from lottery.branches.controls import Control, rewind_start
+from lottery.branches.controls import Control
 from lottery.config import ConfigError, EarlyBirdConfig
 from lottery.core import artifacts
 from lottery.core import masks as M
@@ -36,6 +36,7 @@ from lottery.core.early_bird import EarlyBirdDetector
 from lottery.core.layout import LevelPaths
 from lottery.training import fit
 from lottery.training.results import plain_state, remove_checkpoint
+from lottery.training.starts import ticket_start
 
 if TYPE_CHECKING:
     from lottery.setup import Setup
@@ -170,7 +171,16 @@ def early_bird_mask(setup: Setup, level: int) -> M.Mask:
     return setup.plan.prune({n: weights[n] for n in dense}, dense, level)
 
 
-EARLY_BIRD = Control(BRANCH, early_bird_mask, rewind_start)  # retrained from the rewind point like the trunk
+EARLY_BIRD = Control(BRANCH, early_bird_mask, ticket_start)  # retrained like the IMP ticket
+
+
+def trained_steps(setup: Setup, level: int) -> int:
+    """The steps trunk level `level` really trained: T for level 0, T - k for a level rewound to step k."""
+    metrics = artifacts.read_json(setup.paths.level(level).metrics, "level metrics")
+    if "steps_trained" in metrics:
+        return int(metrics["steps_trained"])
+    rewound = level > 0 and setup.cfg.rewind.mode in ("weights", "lr")  # levels written before steps_trained existed
+    return setup.total_steps - (setup.rewind_step if rewound else 0)
 
 
 def report(setup: Setup, search: dict[str, Any]) -> dict[str, Any]:
@@ -183,7 +193,7 @@ def report(setup: Setup, search: dict[str, Any]) -> dict[str, Any]:
             continue
         imp = artifacts.read_json(ticket.metrics, "level metrics")
         eb = artifacts.read_json(bird.metrics, "early-bird level metrics")
-        imp_search = level * setup.total_steps  # levels 0..L-1 trained in full to find level L's mask
+        imp_search = sum(trained_steps(setup, lvl) for lvl in range(level))  # levels 0..L-1 drew level L's mask
         rows.append(
             {
                 "level": level,
@@ -196,7 +206,7 @@ def report(setup: Setup, search: dict[str, Any]) -> dict[str, Any]:
                 "steps_saved": imp_search - search["early_bird_step"],
             }
         )
-    summary = {**search, "train_steps_per_ticket": setup.total_steps, "levels": rows}
+    summary = {**search, "train_steps_per_ticket": setup.total_steps - setup.rewind_step, "levels": rows}
     artifacts.write_json(summary, setup.paths.branch_dir(branch_folder(setup.cfg)) / "early_bird.json")
     return summary
 

@@ -143,7 +143,7 @@ def analyse_level(setup: Setup, level: int, tracker: Tracker) -> dict[str, Any]:
     copy_b = LevelPaths(out_dir / "copy_b")
     mask = artifacts.load_torch(trunk.mask, "trunk mask")
     if not copy_b.done:
-        start = fit.Start(checkpoint=paths.rewind)
+        start = fit.Start(checkpoint=paths.rewind, step=setup.rewind_step)
         spec = fit.LevelFit(copy_b, level, mask, start, data_seed=copy_seed(setup.cfg.seed), label="instability copy b")
         results.finish_level(setup, spec, fit.fit_level(setup, spec, tracker), tracker, key=False)
     metrics_a = artifacts.read_json(trunk.metrics, "trunk level metrics")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lottery.branches import early_bird, instability
-from lottery.branches.controls import ONESHOT, RANDOM_PRUNE, RANDOM_REINIT
+from lottery.branches.controls import ONESHOT, RANDOM_PRUNE, RANDOM_REINIT, check_reinit
 
 if TYPE_CHECKING:
     from lottery.setup import Setup
@@ -55,7 +55,7 @@ TICKET_STYLE = ("o", "-")  # the ticket solid; each control its own dash pattern
 BRANCHES: dict[str, Branch] = {
     b.name: b
     for b in (
-        Branch("random_reinit", RANDOM_REINIT.run, True, ("^", ":"), "trunk's units"),
+        Branch("random_reinit", RANDOM_REINIT.run, True, ("^", ":"), "trunk's units", check=check_reinit),
         Branch("random_prune", RANDOM_PRUNE.run, True, ("x", "--"), "random"),
         Branch("oneshot", ONESHOT.run, True, ("s", "-."), "score"),
         Branch(

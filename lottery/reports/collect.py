@@ -83,7 +83,7 @@ def collect(paths: list[Path] | Path, name: str | None = None) -> list[Experimen
     for e in experiments:
         # Unset options (None, empty lists) are implied by the ones that are set, e.g. pruning.schedule=fraction.
         parts = [f"{k}={e.settings.get(k)}" for k in varying if e.settings.get(k) not in (None, "[]", "{}")]
-        e.label = ", ".join(parts) or f"{e.path.parent.name}/{e.path.name}"
+        e.label = ", ".join(parts) or str(e.settings.get("name") or e.path.parent.name)  # settings, never a hash
     return experiments
 
 
@@ -91,6 +91,9 @@ def summarize(exp: Experiment, metric: str, line: str = "ticket") -> list[dict[s
     rows = []
     for level in sorted(exp.lines.get(line, {})):
         records = exp.lines[line][level]
+        records = [m for m in records if m.get(metric) is not None]  # levels written before the metric existed
+        if not records:
+            continue
         values = [m[metric] for m in records]
         rows.append(
             {

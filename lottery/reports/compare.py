@@ -35,7 +35,8 @@ from lottery.reports.overlap import overlap_report
 from lottery.reports.plotting import plot
 from lottery.reports.stability import instability_report
 
-METRICS = ("test_acc", "best_val_acc", "final_val_acc")
+# test_acc: after the last step; early_stop_test_acc: at the evaluation step of minimum validation loss (LTH's metric)
+METRICS = ("test_acc", "early_stop_test_acc", "best_val_acc", "final_val_acc")
 
 
 def accuracy_report(experiments: list[Experiment], metric: str, out_dir: Path, console: Console) -> list[dict]:

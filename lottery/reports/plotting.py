@@ -31,17 +31,19 @@ def save(fig, out: Path) -> None:
 
 
 def plot(summaries: dict[str, list[dict[str, Any]]], metric: str, out: Path) -> None:
-    """One line per key of `summaries` (rows of density/mean/std/seeds); controls (keys ending in a branch name after
-    ' · ') are drawn dashed in the colour of their configuration."""
+    """One line per key of `summaries` (rows of density/mean/std/seeds), keyed `<settings> · <line>` or `<line>`:
+    every line its own colour, the line style saying what it is (the ticket solid, each control its own dashes), and a
+    legend naming the line and the settings that differ."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    colours: dict[str, Any] = {}
     used: dict[str, set] = {}
+    drawn = 0
     for label, rows in summaries.items():
         if not rows:
             continue
-        config, _, line = label.partition(" · ")
-        colour = colours.setdefault(config, f"C{len(colours) % 10}")
+        config, _, line = label.rpartition(" · ")
+        colour = f"C{drawn % 10}"
+        drawn += 1
         style = line_style(line)
         if style in used.setdefault(config, set()):  # e.g. two early_bird searches: give the second its own look
             style = next((s for s in SPARE_STYLES if s not in used[config]), style)

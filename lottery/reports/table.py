@@ -15,21 +15,24 @@ def _pct(value: float | None) -> str:
 def ticket_table(summary: dict[str, Any], title: str) -> Table:
     table = Table(title=title)
     branches = summary["branches"]
-    for column in ("level", "density", "test acc", "best val acc", "at step", *[f"{b} acc" for b in branches]):
+    key = summary.get("metric_key", "test_acc")
+    # final: the test accuracy after the last step; early_stop: at the step of minimum validation loss (LTH's metric)
+    label = "test acc" if key == "test_acc" else "early-stop test acc"
+    for column in ("level", "density", label, "best val acc", "at step", *[f"{b} acc" for b in branches]):
         table.add_column(column, justify="right")
     for r in summary["levels"]:
-        controls = [_pct(r["controls"].get(b, {}).get("test_acc")) for b in branches]
+        controls = [_pct(r["controls"].get(b, {}).get(key)) for b in branches]
         table.add_row(
             str(r["level"]),
             _pct(r["density"]),
-            _pct(r["test_acc"]),
+            _pct(r[key]),
             _pct(r["best_val_acc"]),
             str(r["best_val_step"]),
             *controls,
         )
     if summary["min_matching_density"] is not None:
         table.caption = (
-            f"dense test acc {_pct(summary['dense_test_acc'])}; lowest density within "
+            f"dense {label} {_pct(summary['dense_test_acc'])}; lowest density within "
             f"{summary['match_tolerance']:.1%} of it: {_pct(summary['min_matching_density'])} "
             f"(level {summary['min_matching_level']})"
         )

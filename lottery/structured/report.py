@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from lottery.core import artifacts
 from lottery.core.layout import LevelPaths, branch_dirs, branch_of, level_dirs
+from lottery.core.matching import last_matching
 from lottery.core.units import contract
 from lottery.structured.export import compare
 from lottery.structured.no_retrain import evaluate
@@ -29,12 +30,8 @@ COMPACT_BATCH = 512  # test prompts per timed forward pass
 def removable(points: list[tuple[float, float]], dense_acc: float, tolerance: float) -> float:
     """The largest fraction removed, walking `points` (fraction, accuracy) by increasing fraction, before the first
     accuracy below dense_acc - tolerance (0.0 when the first point already fails)."""
-    best = 0.0
-    for fraction, acc in sorted(points):
-        if acc < dense_acc - tolerance:
-            break
-        best = fraction
-    return best
+    best = last_matching(sorted(points), dense_acc, tolerance)  # the one definition (lottery/core/matching.py)
+    return 0.0 if best is None else best
 
 
 def level_rows(level_dirs: list[Path], layout) -> list[dict[str, Any]]:

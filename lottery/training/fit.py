@@ -32,12 +32,19 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Start:
-    """Where a level's training starts. `checkpoint`: a saved training state (the rewind point) whose step, optimizer,
-    LR schedule and data order are restored; `weights`: weights that replace the checkpoint's (or the fresh network's);
-    `constant_lr`: a fixed LR multiplier instead of the schedule (fine-tuning). The mask is applied on top of all."""
+    """Where a level's training starts (lottery/training/starts.py builds them). The mask is applied on top of all.
+
+    checkpoint       a saved training state (the rewind point): its step, optimizer, LR schedule and data order
+    step             that checkpoint's step (0 without one): the step the level's training starts from
+    weights          weights that replace the checkpoint's (or the fresh network's)
+    fresh_optimizer  drop the checkpoint's optimizer state (momentum, Adam moments), keep its step, LR and data order
+    constant_lr      a fixed LR multiplier instead of the schedule (fine-tuning)
+    """
 
     checkpoint: Path | None = None
+    step: int = 0
     weights: dict[str, torch.Tensor] | None = None
+    fresh_optimizer: bool = False
     constant_lr: float | None = None
 
 
@@ -112,6 +119,8 @@ def fit_level(setup: Setup, fit: LevelFit, tracker: Tracker) -> LevelModule:
         start_weights=start_weights,
         resume_progress=resuming,
         task=getattr(datamodule, "task", None),
+        test_data=(datamodule.x_test, datamodule.y_test),
+        fresh_optimizer=start.fresh_optimizer,
     )
     module.fit_device = device  # Lightning moves the module to the CPU after fit; finish_level moves it back
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)

@@ -28,7 +28,17 @@ from lottery.core.artifacts import PREFIX
 from lottery.data.tasks import Task
 
 # A level's results beside its weights; they travel back from spawned DDP workers in callback_metrics.
-PROGRESS = ("best_val_acc", "best_val_step", "last_val_acc", "train_seconds", "processes")
+PROGRESS = (
+    "best_val_acc",
+    "best_val_step",
+    "last_val_acc",
+    "best_val_loss",
+    "early_stop_step",
+    "early_stop_test_acc",
+    "train_seconds",
+    "processes",
+)
+STEPS = ("best_val_step", "early_stop_step", "processes")  # PROGRESS entries that are integers
 
 
 class LevelModule(L.LightningModule):
@@ -46,6 +56,8 @@ class LevelModule(L.LightningModule):
         start_weights: Mapping[str, torch.Tensor] | None = None,
         resume_progress: bool = False,
         task: Task | None = None,
+        test_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+        fresh_optimizer: bool = False,
     ) -> None:
         super().__init__()
         self.network = network
@@ -70,6 +82,15 @@ class LevelModule(L.LightningModule):
         self.resume_progress = resume_progress
         self.best_val_acc = float("-inf")
         self.best_val_step = -1
+        # The LTH paper's early-stopping iteration: the evaluation step of minimum validation loss, and the test
+        # accuracy there. The test split is scored only when the validation loss reaches a new minimum (it never
+        # selects anything), so a level costs at most one test evaluation per evaluation step.
+        self.test_data = test_data
+        self.best_val_loss = float("inf")
+        self.early_stop_step = -1
+        self.early_stop_test_acc = float("nan")
+        # random_reinit: the rewind point's step, LR schedule position and data order with a fresh optimizer state.
+        self.fresh_optimizer = fresh_optimizer
         self.last_val_acc = float("nan")
         self.train_seconds = 0.0
         self.processes = 1  # DDP processes that trained the level (their weights checked identical)
@@ -134,6 +155,10 @@ class LevelModule(L.LightningModule):
         self.last_val_acc = acc
         if acc > self.best_val_acc:  # strict: the earliest step reaching the best accuracy is the one recorded
             self.best_val_acc, self.best_val_step = acc, step
+        if loss < self.best_val_loss:  # strict, likewise: the earliest step of the minimum validation loss
+            self.best_val_loss, self.early_stop_step = loss, step
+            if self.test_data is not None:
+                self.early_stop_test_acc = self.evaluate(*self.test_data)[0]
         # Straight to the loggers: self.log would only flush on Lightning's log_every_n_steps grid and could drop
         # an evaluation that falls between two of its points.
         for logger in self.loggers:
@@ -165,13 +190,16 @@ class LevelModule(L.LightningModule):
         for key in PROGRESS:
             if f"lottery/{key}" in metrics:
                 value = float(metrics[f"lottery/{key}"])
-                setattr(self, key, int(value) if key in ("best_val_step", "processes") else value)
+                setattr(self, key, int(value) if key in STEPS else value)
 
     # ---- checkpoints: progress and RNG in, masked (or swapped) weights out
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lottery"] = {
             "best_val_acc": self.best_val_acc,
             "best_val_step": self.best_val_step,
+            "best_val_loss": self.best_val_loss,
+            "early_stop_step": self.early_stop_step,
+            "early_stop_test_acc": self.early_stop_test_acc,
             "train_seconds": self.train_seconds + time.perf_counter() - self._clock,
             "torch_rng": torch.get_rng_state(),
         }
@@ -187,6 +215,14 @@ class LevelModule(L.LightningModule):
         if self.resume_progress and extra:
             self.best_val_acc = extra["best_val_acc"]
             self.best_val_step = extra["best_val_step"]
+            self.best_val_loss = extra.get("best_val_loss", self.best_val_loss)
+            self.early_stop_step = extra.get("early_stop_step", self.early_stop_step)
+            self.early_stop_test_acc = extra.get("early_stop_test_acc", self.early_stop_test_acc)
+        if self.fresh_optimizer and not self.resume_progress:
+            # Keep the param groups (the LR at the rewind step, as the schedule left it) and drop the per-parameter
+            # state (momentum, Adam moments): an optimizer that has taken no step, at the schedule's position k.
+            for optimizer_state in checkpoint["optimizer_states"]:
+                optimizer_state["state"] = {}
             self.train_seconds = extra["train_seconds"]
         if "torch_rng" in extra:
             torch.set_rng_state(extra["torch_rng"])

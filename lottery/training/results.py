@@ -16,7 +16,19 @@ if TYPE_CHECKING:
     from lottery.training.fit import LevelFit
     from lottery.training.tracking import Tracker
 
-LEVEL_COLUMNS = ("level", "density", "target_density", "test_acc", "best_val_acc", "best_val_step", "train_seconds")
+LEVEL_COLUMNS = (
+    "level",
+    "density",
+    "target_density",
+    "test_acc",
+    "best_val_acc",
+    "best_val_step",
+    "early_stop_step",
+    "early_stop_test_acc",
+    "start_step",
+    "steps_trained",
+    "train_seconds",
+)
 
 
 def plain_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -47,7 +59,11 @@ def finish_level(setup: Setup, fit: LevelFit, module: LevelModule, tracker: Trac
         "best_val_acc": module.best_val_acc,
         "best_val_step": module.best_val_step,
         "final_val_acc": module.last_val_acc,
+        "early_stop_step": module.early_stop_step,  # the evaluation step of minimum validation loss
+        "early_stop_test_acc": module.early_stop_test_acc,  # test accuracy there (the LTH paper's metric)
         "steps": setup.total_steps,
+        "start_step": fit.start.step,
+        "steps_trained": setup.total_steps - fit.start.step,
         "train_seconds": round(module.train_seconds, 3),
     }
     if module.processes > 1:

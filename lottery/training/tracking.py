@@ -128,14 +128,15 @@ class Tracker:
         try:
             import wandb
 
+            self.run.summary["ticket/metric"] = summary.get("metric", "final")  # which test accuracy judges
             self.run.summary["ticket/dense_test_acc"] = summary["dense_test_acc"]
             self.run.summary["ticket/min_matching_density"] = summary["min_matching_density"]
-            columns = ["level", "density", "test_acc", "best_val_acc", "best_val_step"]
-            branches = summary["branches"]
-            table = wandb.Table(columns=columns + [f"{b}_test_acc" for b in branches])
+            columns = ["level", "density", "test_acc", "early_stop_test_acc", "best_val_acc", "best_val_step"]
+            branches, key = summary["branches"], summary.get("metric_key", "test_acc")
+            table = wandb.Table(columns=columns + [f"{b}_{key}" for b in branches])
             for row in summary["levels"]:
-                controls = [row["controls"].get(b, {}).get("test_acc") for b in branches]
-                table.add_data(*[row[c] for c in columns], *controls)
+                controls = [row["controls"].get(b, {}).get(key) for b in branches]
+                table.add_data(*[row.get(c) for c in columns], *controls)
             payload: dict[str, Any] = {"ticket/levels": table}
             if figure_path is not None:
                 payload["ticket/accuracy_vs_density"] = wandb.Image(str(figure_path))
