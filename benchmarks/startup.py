@@ -8,8 +8,10 @@ the launch to the first optimizer step of a level, with the default experiment (
 
     first start-up    a new output root and an empty data cache (MNIST-1D is generated)
     start-up          a new output root, the data cache filled by an earlier run (the usual case)
-    resume            the same command again after a run was killed at step 1700 of level 1 (a checkpoint at
-                      step 1500, train.checkpoint_every=500it): from launch to the resumed level's first step
+    resume            the same command again after a run was killed at step 700 of level 0 (a checkpoint at
+                      step 500, train.checkpoint_every=500it): from launch to the resumed level's first step
+
+Levels are 1000 steps (train.duration=1000it) so the killed run is short; the start-up itself does not depend on it.
 
 Every phase's end is printed too (imports, Hydra composition, prepare, checkpoint check, Trainer construction), as
 medians over the repeats. `--tree A --tree B` runs the same measurements with each source tree first on
@@ -29,8 +31,8 @@ from pathlib import Path
 
 PROBE = Path(__file__).with_name("speed") / "probe.py"
 TARGET_SECONDS = 2.5
-BASE = ["logger=none", "trainer.progress_bar=false", "train.checkpoint_every=500it"]
-KILL = "kill:1:1700"
+BASE = ["logger=none", "trainer.progress_bar=false", "train.checkpoint_every=500it", "train.duration=1000it"]
+KILL = "kill:0:700"
 
 
 def launch(tree: Path, mode: str, overrides: list[str]) -> dict[str, float]:
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):
         for tree in trees:  # interleaved: load on a shared machine falls on every tree alike
             runs[tree].append(measure(tree, args.extra))
+            steps = {case: round(m["first training step"], 2) for case, m in runs[tree][-1].items()}
+            print(f"{tree}: {steps}", flush=True)
     results = {t: medians(r) for t, r in runs.items()}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"seconds from launch, median of {args.repeats}; load average {load:.2f} on {os.cpu_count()} cores")
