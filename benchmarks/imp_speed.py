@@ -26,7 +26,8 @@ density, each (variant, repeat) in its own subprocess so peak memory is per vari
 Workloads: `lenet` is LeNet-300-100 (`model=lenet_300_100 data=mnist`, batch 60, Adam 1.2e-3) on random MNIST-shaped
 tensors (60,000 + 10,000 examples of 1x28x28, 10 classes, made here: `lottery.imp.datasets.load` is patched to return
 them, nothing is downloaded); `mnist1d` is the default experiment (`model=mlp data=mnist1d`, batch 100, Adam 1e-3).
-Evaluation and checkpoint intervals are the composed config's (train.eval_every, train.checkpoint_every).
+Evaluation and checkpoint intervals are the composed config's (train.eval_every, train.checkpoint_every,
+train.checkpoint_seconds).
 
 Each subprocess first runs a short warm-up level (the cold, first-in-process level), then levels of N and 2N steps.
 Wall time per level is modelled as `start-up + steps * per-step`, solved from the N and 2N runs. Columns (medians over

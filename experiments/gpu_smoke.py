@@ -65,6 +65,7 @@ def overrides(args: argparse.Namespace, root: str) -> list[str]:
         f"train.batch_size={args.batch_size}",
         f"train.eval_every={args.steps}it",  # one evaluation, at the end of each level
         f"train.checkpoint_every={args.steps}it",  # no mid-level resume checkpoints: time the training itself
+        "train.checkpoint_seconds=null",  # nor any by the clock
         "train.precision=bf16-mixed",
         f"trainer={'cpu' if args.cpu else 'gpu'}",
         "trainer.channels_last=true",

@@ -71,6 +71,7 @@ def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
     from lottery.setup import prepare
 
     settings = OmegaConf.to_object(cfg)  # the typed dataclasses; the driver never sees a DictConfig
+    announce(settings)
     use_threads(settings.trainer.threads)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     optim_cfg = OmegaConf.to_container(cfg.optim, resolve=True)
@@ -79,6 +80,21 @@ def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
     rows = run(setup, resolved, OmegaConf.to_yaml(cfg, resolve=True))
     print_ticket_table(artifacts.read_json(setup.paths.tickets, "tickets"), title=f"{setup.paths.seed_dir}")
     return rows
+
+
+def announce(settings: Any) -> None:
+    """The start block's header (lottery/reports/start.py): printed before the data loads, so the output folder is
+    the first thing a run says."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from lottery.core.layout import RunPaths
+    from lottery.reports.start import header_lines, print_lines
+    from lottery.setup import experiment_hash
+
+    h, inputs = experiment_hash(settings)
+    seed_dir = RunPaths(root=settings.root, name=settings.name, hash=h, seed=settings.seed).seed_dir
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    print_lines(header_lines(settings.name, h, settings.seed, settings.branch, seed_dir, inputs, overrides))
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

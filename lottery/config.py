@@ -176,8 +176,13 @@ class TrainConfig:
     batch_size: int = 100
     eval_every: str = "100it"  # validation interval (best_val_acc and its step are measured at these points)
     precision: str = "32-true"  # Lightning precision, e.g. bf16-mixed on a GPU; changes results, so it is hashed
-    checkpoint_every: str = field(default="500it", metadata=NO_HASH)  # resume point inside a level
+    # Resume points inside a level (last.ckpt): at most `checkpoint_seconds` of training is redone after a kill
+    # (null: no clock), and also every `checkpoint_every` steps if set (e.g. 500it; null: by the clock only). Both
+    # are exact: a level resumes bit for bit from whatever step it was saved at.
+    checkpoint_every: str | None = field(default=None, metadata=NO_HASH)
+    checkpoint_seconds: float | None = field(default=30.0, metadata=NO_HASH)
     log_every: int = field(default=50, metadata=NO_HASH)  # steps between logged training-loss values
+    print_every_eval: bool = field(default=False, metadata=NO_HASH)  # print a line at every evaluation
 
 
 @dataclass

@@ -22,7 +22,7 @@ from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.reuse import reuse_level
 from lottery.setup import Setup
-from lottery.training import fit, results
+from lottery.training import fit, progress, results
 from lottery.training.starts import ticket_start
 from lottery.training.tracking import Tracker
 
@@ -80,11 +80,13 @@ def run_trunk(setup: Setup, tracker: Tracker) -> list[dict[str, Any]]:
         lp = paths.level(level)
         if lp.done:
             rows.append(artifacts.read_json(lp.metrics, "level metrics"))
+            progress.say_known_level(rows[-1])
             continue
         reused = reuse_level(setup, level)
         if reused is not None:
             rows.append(reused)
             tracker.log_level(reused)
+            progress.say_known_level(reused)
             continue
         mask = level_mask(setup, level)
         rows.append(train_level(setup, level, mask, tracker))

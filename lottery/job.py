@@ -26,7 +26,10 @@ from lottery.core.layout import level_dirs, level_of
 from lottery.guard import exclusive
 from lottery.imp import run_trunk
 from lottery.reports import tickets
+from lottery.reports.console import say
+from lottery.reports.start import found_line
 from lottery.structured.run import finish_structured
+from lottery.training.progress import checkpoint_step
 from lottery.training.tracking import Tracker
 
 if TYPE_CHECKING:
@@ -51,6 +54,7 @@ def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[s
             # Temporary files of a killed writer are never valid artifacts; the lock says nobody writes these now.
             _remove(_trunk_temporaries(paths))
             artifacts.write_text(config_yaml, paths.config)
+            say(found(setup))
             rows = run_trunk(setup, trunk_tracker)
         if branch is not None:
             branch_dir = paths.branch_dir(folder)
@@ -71,6 +75,21 @@ def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[s
         for tracker in trackers:
             tracker.finish()
     return rows
+
+
+def found(setup: Setup) -> str:
+    """The start block's last line: the trunk's finished levels and where an interrupted one resumes (read under the
+    trunk's lock, so it is what this job will really do)."""
+    paths = setup.paths
+    done = [level for level in range(setup.levels + 1) if paths.level(level).done]
+    resume = None
+    for level in range(setup.levels + 1):
+        checkpoint = paths.level(level).last_checkpoint
+        if not paths.level(level).done and checkpoint.is_file():
+            step = checkpoint_step(checkpoint)
+            resume = (level, step, setup.total_steps, checkpoint.relative_to(paths.seed_dir))
+            break
+    return found_line(setup.levels, done, resume, setup.total_steps)
 
 
 def _trunk_temporaries(paths: RunPaths) -> Iterable[Path]:
@@ -100,6 +119,7 @@ def plot_tickets(summary: dict[str, Any], path: Path) -> None:
     from lottery.reports.plotting import plot
 
     key = summary.get("metric_key", "test_acc")
+
     def point(record: dict[str, Any]) -> dict[str, Any]:
         return {"density": record["density"], "mean": record[key], "std": 0.0, "seeds": 1}
 

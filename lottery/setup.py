@@ -55,7 +55,7 @@ class Setup:
     total_steps: int
     rewind_step: int
     eval_every: int
-    checkpoint_every: int
+    checkpoint_every: int | None  # steps between resume checkpoints; None: by the clock only
     plan: Plan
     levels: int  # pruning levels after level 0, resolved from `levels` and the schedule
     paths: RunPaths
@@ -149,7 +149,7 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
         total_steps=total,
         rewind_step=rewind,
         eval_every=steps(cfg.train.eval_every, spe),
-        checkpoint_every=steps(cfg.train.checkpoint_every, spe),
+        checkpoint_every=None if cfg.train.checkpoint_every is None else steps(cfg.train.checkpoint_every, spe),
         plan=plan,
         levels=levels,
         paths=RunPaths(root=cfg.root, name=cfg.name, hash=h, seed=cfg.seed),

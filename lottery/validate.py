@@ -38,7 +38,20 @@ def validate(cfg: LotteryConfig) -> None:
         raise ConfigError(f"seed={cfg.seed} must be >= 0")
     for key in ("train.duration", "train.eval_every", "train.checkpoint_every", "rewind.step", "schedule.warmup"):
         section, field = key.split(".")
-        Duration.parse(getattr(getattr(cfg, section), field))
+        value = getattr(getattr(cfg, section), field)
+        if value is not None or key != "train.checkpoint_every":  # null: checkpoints by the clock only
+            Duration.parse(value)
+    seconds = cfg.train.checkpoint_seconds
+    if seconds is not None and seconds < 0:
+        raise ConfigError(
+            f"train.checkpoint_seconds={seconds} must be >= 0 (seconds of training between resume checkpoints; "
+            "null: no clock, only train.checkpoint_every)"
+        )
+    if seconds is None and cfg.train.checkpoint_every is None:
+        raise ConfigError(
+            "train.checkpoint_seconds=null and train.checkpoint_every=null leave a level no resume checkpoint; "
+            "set one of them (e.g. train.checkpoint_seconds=30 or train.checkpoint_every=500it)"
+        )
     for m in cfg.schedule.milestones:
         Duration.parse(m)
     if Duration.parse(cfg.train.duration) == Duration():

@@ -146,6 +146,8 @@ def test_schema_defaults_are_pinned():
         "batch_size": 100,
         "eval_every": "100it",
         "precision": "32-true",
-        "checkpoint_every": "500it",
+        "checkpoint_every": None,
+        "checkpoint_seconds": 30.0,
         "log_every": 50,
+        "print_every_eval": False,
     }

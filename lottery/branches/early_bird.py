@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
-from rich.console import Console
 
 from lottery.branches.controls import Control
 from lottery.config import ConfigError, EarlyBirdConfig
@@ -34,6 +33,7 @@ from lottery.core import masks as M
 from lottery.core.duration import Duration, steps
 from lottery.core.early_bird import EarlyBirdDetector
 from lottery.core.layout import LevelPaths
+from lottery.reports.console import console
 from lottery.training import fit
 from lottery.training.results import plain_state, remove_checkpoint
 from lottery.training.starts import ticket_start
@@ -157,7 +157,7 @@ def run_search(setup: Setup, tracker: Tracker) -> dict[str, Any]:
     artifacts.write_json(record, record_path)  # last: marks the search finished
     remove_checkpoint(lp.last_checkpoint)
     if not fired:
-        Console(stderr=True).print(
+        console(stderr=True).print(
             f"[yellow]early bird: the mask distances never stayed below {eb.threshold} for {eb.window} snapshots; "
             "the tickets are drawn from the fully trained dense network (see search.json's distances)[/]"
         )

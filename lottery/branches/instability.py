@@ -22,7 +22,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
 from lottery.config import ConfigError
@@ -30,6 +29,7 @@ from lottery.core import artifacts
 from lottery.core.interpolation import alphas, error_barrier, interpolate
 from lottery.core.layout import LevelPaths
 from lottery.core.seeds import derive_seed
+from lottery.reports.console import print_table
 from lottery.training import fit, results
 from lottery.training.module import evaluate_network
 
@@ -180,7 +180,7 @@ def run_instability(setup: Setup, tracker: Tracker) -> list[dict[str, Any]]:
     records = [analyse_level(setup, level, tracker) for level in analysed_levels(setup)]
     artifacts.write_csv(records, setup.paths.branch_dir(BRANCH) / "instability.csv", COLUMNS)
     if setup.cfg.trainer.progress_bar:
-        Console().print(instability_table(records, f"{setup.paths.seed_dir} · instability (k = {setup.rewind_step})"))
+        print_table(instability_table(records, f"{setup.paths.seed_dir} · instability (k = {setup.rewind_step})"))
     return records
 
 

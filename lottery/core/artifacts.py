@@ -75,13 +75,14 @@ def write_csv(
     write_atomically(path, lambda tmp: tmp.write_bytes(buf.getvalue().encode()))
 
 
-def load_torch(path: Path, what: str = "artifact") -> Any:
-    """`torch.load(weights_only=True)` with errors that name the file and what to do about it."""
+def load_torch(path: Path, what: str = "artifact", mmap: bool = False) -> Any:
+    """`torch.load(weights_only=True)` with errors that name the file and what to do about it. `mmap`: map the
+    tensors' bytes instead of reading them (for a look at a file's structure; the tensors are read on use)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{what} {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
         raise ArtifactError(
             f"cannot safely load {what} {path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. "

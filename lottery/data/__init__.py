@@ -4,6 +4,7 @@ lottery/data/icl.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from lottery.data.icl import ICL_DATASETS, load_icl
@@ -22,7 +23,7 @@ def load(
     if name == "mnist1d":
         from lottery.data.mnist1d import load_mnist1d
 
-        return load_mnist1d(num_samples=num_samples)
+        return load_mnist1d(num_samples=num_samples, cache_dir=Path(root) / "mnist1d")
     if name == "digits":
         from lottery.data.digits import load_digits
 

@@ -30,6 +30,7 @@ from rich.table import Table
 
 from lottery.core import artifacts
 from lottery.reports.collect import CSV_LINE_END, Experiment, collect, summarize
+from lottery.reports.console import console as make_console
 from lottery.reports.heads import structured_report
 from lottery.reports.overlap import overlap_report
 from lottery.reports.plotting import plot
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out_dir = Path(args.out) if args.out else paths[0] / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    console = Console()
+    console = make_console()
     rows = accuracy_report(experiments, args.metric, out_dir, console)
     overlaps = overlap_report(experiments, out_dir, console)
     stability = instability_report(experiments, out_dir, console)

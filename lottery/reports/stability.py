@@ -22,6 +22,7 @@ from rich.table import Table
 from lottery.core import artifacts
 from lottery.core.layout import level_dirs
 from lottery.reports.collect import CSV_LINE_END, Experiment
+from lottery.reports.console import print_table
 from lottery.reports.plotting import pyplot, save
 
 SWEPT = "rewind.step"
@@ -143,5 +144,5 @@ def instability_report(experiments: list[Experiment], out_dir: Path, console: Co
     table.caption = "earliest stable k: " + "; ".join(
         f"{label} level {level}: {'none' if k is None else k}" for (label, level), k in sorted(first.items())
     )
-    console.print(table)
+    print_table(table, console)
     return rows

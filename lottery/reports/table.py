@@ -1,4 +1,5 @@
-"""The ticket table printed at the end of a run (rich): one row per level, with each control branch that exists."""
+"""The ticket table printed at the end of a run (rich): one row per level, with each control branch that exists,
+and under it the one-sentence summary (the lowest density that still matches dense)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from lottery.reports.console import print_table
 
 
 def _pct(value: float | None) -> str:
@@ -40,4 +43,5 @@ def ticket_table(summary: dict[str, Any], title: str) -> Table:
 
 
 def print_ticket_table(summary: dict[str, Any], title: str, console: Console | None = None) -> None:
-    (console or Console()).print(ticket_table(summary, title))
+    """The table, then its summary sentence on one line of its own (lottery/reports/console.py says why)."""
+    print_table(ticket_table(summary, title), console)

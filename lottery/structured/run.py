@@ -10,6 +10,7 @@ from rich.table import Table
 
 from lottery.branches.registry import BRANCHES
 from lottery.core import artifacts
+from lottery.reports.console import print_table
 from lottery.structured.no_retrain import run_no_retrain
 from lottery.structured.report import write_report
 
@@ -25,7 +26,7 @@ def finish_structured(setup: Setup, console: Console | None = None) -> dict[str,
     else:  # imp only: keep showing an earlier grid of this seed, if there is one
         no_retrain = artifacts.read_json(path, "no-retrain results") if path.is_file() else None
     report = write_report(setup, no_retrain)
-    (console or Console()).print(summary_table(report))
+    print_table(summary_table(report), console)
     return report
 
 

@@ -8,6 +8,7 @@ way: the level's mask enforced after every step, evaluation at fixed steps, a re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.layout import LevelPaths
 from lottery.core.lr_schedule import constant_multiplier
+from lottery.training import progress
 from lottery.training.callbacks import LevelProgressBar, ResumeCheckpoint, RewindCapture
 from lottery.training.distributed import strategy
 from lottery.training.fast import place_data, prepare_network
@@ -66,16 +68,18 @@ class LevelFit:
     label: str | None = None
 
 
-def check_checkpoint(path: Path) -> None:
-    """Read a checkpoint safely before Lightning does, so a corrupt, truncated or code-carrying file is a clear error
-    naming the file rather than a deep unpickling traceback. (It costs one extra read of the file per level.)"""
-    state = artifacts.load_torch(path, "checkpoint")
-    missing = [k for k in ("state_dict", "optimizer_states", "lr_schedulers", "loops") if k not in state]
+def check_checkpoint(path: Path) -> int:
+    """Read a checkpoint safely before Lightning does, so a truncated or code-carrying file is a clear error naming
+    the file rather than a deep unpickling traceback; returns the step it was saved at. The tensors are mapped, not
+    read (mmap), so this look costs little beside Lightning's own full read that follows."""
+    state = artifacts.load_torch(path, "checkpoint", mmap=True)
+    missing = [k for k in ("state_dict", "optimizer_states", "lr_schedulers", "loops", "global_step") if k not in state]
     if missing:
         raise artifacts.ArtifactError(
             f"checkpoint {path} lacks {missing}: it is not a full training state written by this program. Move it "
             "aside and re-run (a level's last.ckpt: the level restarts; rewind.ckpt: delete level_0 to retrain it)."
         )
+    return int(state["global_step"])
 
 
 def fit_level(setup: Setup, fit: LevelFit, tracker: Tracker) -> LevelModule:
@@ -96,7 +100,9 @@ def fit_level(setup: Setup, fit: LevelFit, tracker: Tracker) -> LevelModule:
     if resuming:
         ckpt_path, start_weights = lp.last_checkpoint, None
     if ckpt_path is not None:
-        check_checkpoint(Path(ckpt_path))
+        step = check_checkpoint(Path(ckpt_path))
+        if resuming:
+            progress.say_resume(fit.level, step, setup.total_steps, lp.last_checkpoint, fit_label(setup, fit))
     lp.last_checkpoint.parent.mkdir(parents=True, exist_ok=True)
     trainer = make_trainer(setup, fit, tracker)
     # The device is known once the Trainer exists; the data moves there before the module takes the validation split.
@@ -121,6 +127,7 @@ def fit_level(setup: Setup, fit: LevelFit, tracker: Tracker) -> LevelModule:
         task=getattr(datamodule, "task", None),
         test_data=(datamodule.x_test, datamodule.y_test),
         fresh_optimizer=start.fresh_optimizer,
+        on_evaluate=_eval_printer(setup, fit) if cfg.train.print_every_eval else None,
     )
     module.fit_device = device  # Lightning moves the module to the CPU after fit; finish_level moves it back
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -128,17 +135,27 @@ def fit_level(setup: Setup, fit: LevelFit, tracker: Tracker) -> LevelModule:
     return module
 
 
+def fit_label(setup: Setup, fit: LevelFit) -> str:
+    """The name of a fit in its progress bar and its printed lines ("" for the trunk, else the branch)."""
+    return progress.label_of(fit.label, fit.paths.dir, setup.paths.seed_dir)
+
+
+def _eval_printer(setup: Setup, fit: LevelFit):
+    """train.print_every_eval: one line per evaluation (a partial of a module-level function, so DDP can pickle it)."""
+    return partial(progress.say_eval, fit.level, total=setup.total_steps, prefix=fit_label(setup, fit))
+
+
 def make_trainer(setup: Setup, fit: LevelFit, tracker: Tracker) -> L.Trainer:
     """The level's Trainer: max_steps is the run's length (a rewound or resumed fit continues from its step), no
     Lightning validation loop or checkpointing of its own (LevelModule evaluates, ResumeCheckpoint saves)."""
     cfg, lp = setup.cfg, fit.paths
-    callbacks = [*fit.callbacks, ResumeCheckpoint(lp.last_checkpoint, setup.checkpoint_every, setup.total_steps)]
+    every, seconds = setup.checkpoint_every, cfg.train.checkpoint_seconds
+    resume = ResumeCheckpoint(lp.last_checkpoint, setup.total_steps, every, seconds)
+    callbacks = [*fit.callbacks, resume]
     if fit.capture_rewind:
         callbacks.append(RewindCapture(setup.paths.rewind, setup.rewind_step))
     if cfg.trainer.progress_bar:
-        label = fit.label
-        if label is None:
-            label = "" if lp.dir.parent == setup.paths.seed_dir else lp.dir.parent.name.removeprefix("branch_")
+        label = fit_label(setup, fit)
         prefix = f"{label} " if label else ""
         callbacks.append(LevelProgressBar(fit.level, setup.levels, M.density(fit.mask), prefix=prefix))
     return L.Trainer(

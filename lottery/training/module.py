@@ -58,6 +58,7 @@ class LevelModule(L.LightningModule):
         task: Task | None = None,
         test_data: tuple[torch.Tensor, torch.Tensor] | None = None,
         fresh_optimizer: bool = False,
+        on_evaluate: Callable[..., None] | None = None,
     ) -> None:
         super().__init__()
         self.network = network
@@ -98,6 +99,8 @@ class LevelModule(L.LightningModule):
         self.fit_device = torch.device("cpu")  # where the level trains (set by fit_level); the test set is scored there
         # Loss and metrics of sequence tasks (lottery/data/tasks.py); None is classification: cross-entropy, accuracy.
         self.task = task
+        # Called as on_evaluate(step, acc, loss) after each evaluation (train.print_every_eval prints a line).
+        self.on_evaluate = on_evaluate
 
     # ---- the model
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -163,6 +166,8 @@ class LevelModule(L.LightningModule):
         # an evaluation that falls between two of its points.
         for logger in self.loggers:
             logger.log_metrics({"val/acc": acc, "val/loss": loss}, step=step)
+        if self.on_evaluate is not None and self.trainer.is_global_zero:
+            self.on_evaluate(step, acc, loss)
 
     def on_train_end(self) -> None:
         self.train_seconds += time.perf_counter() - self._clock

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lottery.core import artifacts
+from lottery.training import progress
 from lottery.training.module import LevelModule
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ def finish_level(setup: Setup, fit: LevelFit, module: LevelModule, tracker: Trac
     artifacts.write_json(metrics, lp.metrics)  # last: marks the level finished
     remove_checkpoint(lp.last_checkpoint)
     tracker.log_level(metrics)
+    progress.say_level(metrics, progress.label_of(fit.label, lp.dir, setup.paths.seed_dir))
     return metrics
 
 
