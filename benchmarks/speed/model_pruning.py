@@ -10,23 +10,18 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .framework import batches, eval_interval, load_splits
-from .nets import carve, density_of, evaluate, mlp
-from .timing import Timer
+from .framework import batches
+from .nets import density_of, evaluate, mlp
+from .runner import InMemoryRunner
 from .workloads import DENSITY
 
 
-class ModelPruningRunner:
+class ModelPruningRunner(InMemoryRunner):
     """(c): Lightning's own pruning callback on a minimal LightningModule over the same batches."""
 
     def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec)
         self.spec = spec
-        self.hp = hp = spec["hp"]
-        splits = load_splits(hp)
-        self.x, self.y, self.x_val, self.y_val = carve(splits, hp)
-        self.num_classes = splits.num_classes
-        self.eval_every = eval_interval(hp["eval_every"], len(self.x) // hp["batch_size"])
-        self.evals = Timer()
 
     def run(self, steps: int) -> dict[str, Any]:
         import lightning as L

@@ -10,21 +10,13 @@ import statistics
 import time
 from typing import Any
 
-from .framework import batches, eval_interval, load_splits, random_mask
-from .nets import carve, density_of, evaluate, linear_weights, mlp
-from .timing import Timer
+from .framework import batches, random_mask
+from .nets import density_of, evaluate, linear_weights, mlp
+from .runner import InMemoryRunner
 
 
-class PlainRunner:
+class PlainRunner(InMemoryRunner):
     """(a): the loop a user would write by hand."""
-
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.hp = hp = spec["hp"]
-        splits = load_splits(hp)
-        self.x, self.y, self.x_val, self.y_val = carve(splits, hp)
-        self.num_classes = splits.num_classes
-        self.eval_every = eval_interval(hp["eval_every"], len(self.x) // hp["batch_size"])
-        self.evals = Timer()
 
     def run(self, steps: int) -> dict[str, Any]:
         import torch
