@@ -42,6 +42,12 @@ def test_a_run_prints_its_folder_a_line_per_level_and_an_unwrapped_summary(tmp_p
     assert len(table) == 3 and all(len(line) == len(table[0]) for line in table)
 
 
+def test_a_log_file_gets_no_progress_bar_frames_even_with_the_bar_on(tmp_path):
+    lines = lottery(*tiny(tmp_path), "trainer.progress_bar=true")
+    assert not any("it/s" in line or "/60 " in line for line in lines)  # the bar (steps, speed): terminals only
+    assert [int(m.group(1)) for m in map(LEVEL_LINE.match, lines) if m] == [0, 1, 2]
+
+
 def test_a_resumed_run_says_what_it_found_and_where_it_resumed(tmp_path):
     overrides = tiny(tmp_path)
     killed = subprocess.run(

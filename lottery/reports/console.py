@@ -51,6 +51,12 @@ def print_table(table: Table, out: Console | None = None) -> None:
         out.print(caption, markup=False, highlight=False, soft_wrap=True)
 
 
+def stdout_is_terminal() -> bool:
+    """Whether stdout is a terminal, as rich judges it (a tty, or TTY_COMPATIBLE=1 / FORCE_COLOR claiming one): the
+    progress bar is drawn only then; in a log file it would only leave frames beside the level lines."""
+    return Console(file=sys.stdout).is_terminal
+
+
 def _is_terminal(stream) -> bool:
     try:
         return bool(stream.isatty())

@@ -21,6 +21,7 @@ from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.layout import LevelPaths
 from lottery.core.lr_schedule import constant_multiplier
+from lottery.reports.console import stdout_is_terminal
 from lottery.training import progress
 from lottery.training.callbacks import LevelProgressBar, ResumeCheckpoint, RewindCapture
 from lottery.training.distributed import strategy
@@ -154,7 +155,9 @@ def make_trainer(setup: Setup, fit: LevelFit, tracker: Tracker) -> L.Trainer:
     callbacks = [*fit.callbacks, resume]
     if fit.capture_rewind:
         callbacks.append(RewindCapture(setup.paths.rewind, setup.rewind_step))
-    if cfg.trainer.progress_bar:
+    # trainer.progress_bar draws the bar on a terminal only; a log file gets the per-level lines (progress.py)
+    bar = cfg.trainer.progress_bar and stdout_is_terminal()
+    if bar:
         label = fit_label(setup, fit)
         prefix = f"{label} " if label else ""
         callbacks.append(LevelProgressBar(fit.level, setup.levels, M.density(fit.mask), prefix=prefix))
@@ -169,7 +172,7 @@ def make_trainer(setup: Setup, fit: LevelFit, tracker: Tracker) -> L.Trainer:
         logger=tracker.level_loggers(fit.level) or False,
         callbacks=callbacks,
         enable_checkpointing=False,
-        enable_progress_bar=cfg.trainer.progress_bar,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
