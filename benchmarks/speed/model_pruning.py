@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .framework import batches
-from .nets import density_of, evaluate, mlp
+from .nets import evaluate, mlp
 from .runner import InMemoryRunner
 from .workloads import DENSITY
 
@@ -100,13 +100,4 @@ class ModelPruningRunner(InMemoryRunner):
         )
         trainer.fit(module, train_dataloaders=Batches())
         seconds = time.perf_counter() - start
-        return {
-            "steps": steps,
-            "seconds": seconds,
-            "evals": self.evals.calls,
-            "eval_seconds": self.evals.seconds,
-            "ckpts": 0,
-            "ckpt_seconds": 0.0,
-            "val_loss": module.val_loss,
-            "density": density_of({f"fc{i}": m.weight.detach() for i, m in enumerate(layers)}),
-        }
+        return self.result(steps, seconds, module.val_loss, {f"fc{i}": m.weight.detach() for i, m in enumerate(layers)})

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from .framework import batches, random_mask
-from .nets import density_of, evaluate, linear_weights, mlp
+from .nets import evaluate, linear_weights, mlp
 from .runner import InMemoryRunner
 
 
@@ -48,16 +48,7 @@ class PlainRunner(InMemoryRunner):
                 _, val_loss = evaluate_timed(net, self.x_val, self.y_val)
         seconds = time.perf_counter() - start
         self.net = net
-        return {
-            "steps": steps,
-            "seconds": seconds,
-            "evals": self.evals.calls,
-            "eval_seconds": self.evals.seconds,
-            "ckpts": 0,
-            "ckpt_seconds": 0.0,
-            "val_loss": val_loss,
-            "density": density_of({n: w.detach() for n, w in weights.items()}),
-        }
+        return self.result(steps, seconds, val_loss, {n: w.detach() for n, w in weights.items()})
 
     def extra(self) -> dict[str, Any]:
         """One bare forward pass over the validation split: the yardstick of an evaluation's cost."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .framework import eval_interval, load_splits
-from .nets import carve
+from .nets import carve, density_of
 from .timing import Timer
 
 
@@ -21,3 +21,16 @@ class InMemoryRunner:
         self.num_classes = splits.num_classes
         self.eval_every = eval_interval(hp["eval_every"], len(self.x) // hp["batch_size"])
         self.evals = Timer()
+
+    def result(self, steps: int, seconds: float, val_loss: float, weights: dict[str, Any]) -> dict[str, Any]:
+        """A level's record; neither (a) nor (c) writes resume checkpoints."""
+        return {
+            "steps": steps,
+            "seconds": seconds,
+            "evals": self.evals.calls,
+            "eval_seconds": self.evals.seconds,
+            "ckpts": 0,
+            "ckpt_seconds": 0.0,
+            "val_loss": val_loss,
+            "density": density_of(weights),
+        }
