@@ -63,11 +63,8 @@ def use_threads(threads: int | None) -> None:
     torch.set_num_threads(threads)
 
 
-def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Run one composed config (what each Hydra job does); also the entry point for tests."""
-    from lottery.core import artifacts
-    from lottery.job import run
-    from lottery.reports.table import print_ticket_table
+def prepare_job(cfg: DictConfig) -> tuple[Any, dict[str, Any], str]:
+    """(Setup, resolved config, its YAML) of one composed config: announced, validated, data loaded."""
     from lottery.setup import prepare
 
     settings = OmegaConf.to_object(cfg)  # the typed dataclasses; the driver never sees a DictConfig
@@ -76,10 +73,35 @@ def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     optim_cfg = OmegaConf.to_container(cfg.optim, resolve=True)
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    setup = prepare(settings, model_cfg, optim_cfg)
-    rows = run(setup, resolved, OmegaConf.to_yaml(cfg, resolve=True))
+    return prepare(settings, model_cfg, optim_cfg), resolved, OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Run one composed config (what each Hydra job does); also the entry point for tests."""
+    from lottery.core import artifacts
+    from lottery.job import run
+    from lottery.reports.table import print_ticket_table
+
+    setup, resolved, config_yaml = prepare_job(cfg)
+    rows = run(setup, resolved, config_yaml)
     print_ticket_table(artifacts.read_json(setup.paths.tickets, "tickets"), title=f"{setup.paths.seed_dir}")
     return rows
+
+
+def run_cohort_configs(jobs: list[tuple[Any, dict[str, Any], str]]) -> list[list[dict[str, Any]]]:
+    """Run prepared jobs that differ only in seed as one cohort (launcher=cohort): the trunks together, then each
+    job's branch and summary; returns each job's trunk rows, in order."""
+    from lottery.core import artifacts
+    from lottery.job import run, run_cohort
+    from lottery.reports.table import print_ticket_table
+
+    setups = [setup for setup, _, _ in jobs]
+    run_cohort(setups, [r for _, r, _ in jobs], [y for _, _, y in jobs])
+    out = []
+    for setup, resolved, config_yaml in jobs:
+        out.append(run(setup, resolved, config_yaml))
+        print_ticket_table(artifacts.read_json(setup.paths.tickets, "tickets"), title=f"{setup.paths.seed_dir}")
+    return out
 
 
 def announce(settings: Any) -> None:

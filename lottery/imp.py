@@ -22,7 +22,7 @@ from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.reuse import reuse_level
 from lottery.setup import Setup
-from lottery.training import fit, progress, results
+from lottery.training import cohort_fit, fit, progress, results
 from lottery.training.starts import ticket_start
 from lottery.training.tracking import Tracker
 
@@ -59,8 +59,8 @@ def level_mask(setup: Setup, level: int) -> M.Mask:
     return mask
 
 
-def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dict[str, Any]:
-    """Train level `level` of the IMP trunk."""
+def level_fit(setup: Setup, level: int, mask: M.Mask) -> fit.LevelFit:
+    """What training level `level` of the IMP trunk needs: its folder, mask and start (saving theta_0 first)."""
     if level > 0 and not setup.paths.rewind.exists() and setup.cfg.rewind.mode in ("weights", "lr"):
         raise artifacts.ArtifactError(
             f"{setup.paths.rewind} is missing but level {level} must rewind to it; delete "
@@ -68,28 +68,65 @@ def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dic
         )
     if level == 0 and not setup.paths.init.exists():  # theta_0 itself, whatever the rewind step (for analyses)
         artifacts.save_torch(setup.network(seed=setup.cfg.seed).state_dict(), setup.paths.init)
-    spec = fit.LevelFit(setup.paths.level(level), level, mask, ticket_start(setup, level), capture_rewind=level == 0)
+    return fit.LevelFit(setup.paths.level(level), level, mask, ticket_start(setup, level), capture_rewind=level == 0)
+
+
+def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dict[str, Any]:
+    """Train level `level` of the IMP trunk."""
+    spec = level_fit(setup, level, mask)
     module = fit.fit_level(setup, spec, tracker)
     return results.finish_level(setup, spec, module, tracker)
+
+
+def known_level(setup: Setup, level: int, tracker: Tracker) -> dict[str, Any] | None:
+    """A level that needs no training: finished earlier, or reused from a schedule sharing it; None otherwise."""
+    lp = setup.paths.level(level)
+    if lp.done:
+        row = artifacts.read_json(lp.metrics, "level metrics")
+        progress.say_known_level(row)
+        return row
+    reused = reuse_level(setup, level)
+    if reused is not None:
+        tracker.log_level(reused)
+        progress.say_known_level(reused)
+    return reused
 
 
 def run_trunk(setup: Setup, tracker: Tracker) -> list[dict[str, Any]]:
     paths = setup.paths
     rows: list[dict[str, Any]] = []
     for level in range(setup.levels + 1):
-        lp = paths.level(level)
-        if lp.done:
-            rows.append(artifacts.read_json(lp.metrics, "level metrics"))
-            progress.say_known_level(rows[-1])
-            continue
-        reused = reuse_level(setup, level)
-        if reused is not None:
-            rows.append(reused)
-            tracker.log_level(reused)
-            progress.say_known_level(reused)
+        known = known_level(setup, level, tracker)
+        if known is not None:
+            rows.append(known)
             continue
         mask = level_mask(setup, level)
         rows.append(train_level(setup, level, mask, tracker))
         results.write_levels_csv(paths.levels_csv, rows)
     results.write_levels_csv(paths.levels_csv, rows)
+    return rows
+
+
+def run_cohort_trunk(setups: list[Setup], trackers: list[Tracker]) -> list[list[dict[str, Any]]]:
+    """The IMP trunks of several seeds in lock step: each level's pending replicas train as one cohort
+    (lottery/training/cohort_fit.py), and each replica's files are a solo run's. Per seed, the same levels, masks
+    and starts as run_trunk."""
+    rows: list[list[dict[str, Any]]] = [[] for _ in setups]
+    for level in range(setups[0].levels + 1):
+        pending: list[tuple[int, fit.LevelFit]] = []
+        for i, setup in enumerate(setups):
+            known = known_level(setup, level, trackers[i])
+            if known is not None:
+                rows[i].append(known)
+            else:
+                pending.append((i, level_fit(setup, level, level_mask(setup, level))))
+        if not pending:
+            continue
+        chosen = [setups[i] for i, _ in pending]
+        trained = cohort_fit.fit_cohort(chosen, [s for _, s in pending], [trackers[i] for i, _ in pending])
+        for (i, spec), replica in zip(pending, trained, strict=True):
+            rows[i].append(results.finish_level(setups[i], spec, replica, trackers[i]))
+            results.write_levels_csv(setups[i].paths.levels_csv, rows[i])
+    for setup, seed_rows in zip(setups, rows):
+        results.write_levels_csv(setup.paths.levels_csv, seed_rows)
     return rows

@@ -16,7 +16,8 @@ the branch reads; finished levels are never rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from lottery.branches.registry import BRANCHES
 from lottery.core import artifacts
 from lottery.core.layout import level_dirs, level_of
 from lottery.guard import exclusive
-from lottery.imp import run_trunk
+from lottery.imp import run_cohort_trunk, run_trunk
 from lottery.reports import tickets
 from lottery.reports.console import say
 from lottery.reports.start import found_line
@@ -75,6 +76,27 @@ def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[s
         for tracker in trackers:
             tracker.finish()
     return rows
+
+
+def run_cohort(setups: Sequence[Setup], resolved: Sequence[dict[str, Any]], config_yaml: Sequence[str]) -> None:
+    """Jobs that differ only in seed (lottery/training/cohort.py): their trunks train as one cohort, level by
+    level, under every seed's trunk lock (taken in folder order, so two cohorts sharing seeds cannot deadlock, and a
+    solo job holding one lock at a time cannot either); then each job's branch and ticket summary run as in `run`,
+    which finds the trunk finished."""
+    order = sorted(range(len(setups)), key=lambda i: str(setups[i].paths.seed_dir))
+    trackers = [Tracker(setups[i].cfg, setups[i].paths, resolved[i], branch="trunk") for i in order]
+    try:
+        with ExitStack() as locks:
+            for i in order:
+                paths = setups[i].paths
+                locks.enter_context(exclusive(paths.seed_dir / ".lock", "the trunk", setups[i].cfg.lock_timeout))
+                _remove(_trunk_temporaries(paths))
+                artifacts.write_text(config_yaml[i], paths.config)
+                say(found(setups[i]))
+            run_cohort_trunk([setups[i] for i in order], trackers)
+    finally:
+        for tracker in trackers:
+            tracker.finish()
 
 
 def found(setup: Setup) -> str:

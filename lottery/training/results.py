@@ -69,6 +69,9 @@ def finish_level(setup: Setup, fit: LevelFit, module: LevelModule, tracker: Trac
     }
     if module.processes > 1:
         metrics["processes"] = module.processes  # trained by DDP; the ranks' weights were checked identical
+    cohort = getattr(module, "cohort_size", None)
+    if cohort is not None:  # trained as one replica of a cohort (lottery/training/cohort.py)
+        metrics["cohort"] = {"size": cohort, "device": str(module.fit_device)}
     if key:
         metrics["level_key"] = setup.level_key(level)
     artifacts.save_torch(weights, lp.weights)

@@ -81,7 +81,7 @@ class Tracker:
                 config=self.resolved,
                 mode=self.cfg.logger.mode,
                 resume="allow",
-                reinit="finish_previous",
+                reinit="create_new",  # a cohort holds one run per seed open at once
             )
         except Exception as err:  # no network, bad credentials, a broken install: report once, keep training
             self._fail("could not start", err)
