@@ -127,6 +127,6 @@ def run_cohort_trunk(setups: list[Setup], trackers: list[Tracker]) -> list[list[
         for (i, spec), replica in zip(pending, trained, strict=True):
             rows[i].append(results.finish_level(setups[i], spec, replica, trackers[i]))
             results.write_levels_csv(setups[i].paths.levels_csv, rows[i])
-    for setup, seed_rows in zip(setups, rows):
+    for setup, seed_rows in zip(setups, rows, strict=True):
         results.write_levels_csv(setup.paths.levels_csv, seed_rows)
     return rows

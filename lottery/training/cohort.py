@@ -147,7 +147,7 @@ class CohortModule(L.LightningModule):
             means = (self._loss_sum / self._loss_count).tolist()
             self._loss_sum, self._loss_count = None, 0
             self.log("train/loss", sum(means) / len(means), on_step=True, on_epoch=False, prog_bar=True, logger=False)
-            for group, mean in zip(self.replica_loggers, means):
+            for group, mean in zip(self.replica_loggers, means, strict=True):
                 for logger in group:
                     logger.log_metrics({"train/loss": mean}, step=step)
         # A sum, not a mean: replica i's gradient is exactly its own loss's gradient, whatever the cohort size.

@@ -43,7 +43,7 @@ def check_cohort_trainer(setup: Setup) -> None:
 def fit_cohort(setups: Sequence[Setup], fits: Sequence[LevelFit], trackers: Sequence[Tracker]) -> list[ReplicaResult]:
     """Train one level of every replica (setups[i] is replica i's seed), returning results in the same order."""
     groups: dict[tuple, list[int]] = {}
-    for i, (setup, fit) in enumerate(zip(setups, fits, strict=True)):
+    for i, fit in enumerate(fits):
         resume = fit.paths.last_checkpoint
         if resume.exists():
             groups.setdefault(("resume", check_checkpoint(resume)), []).append(i)
@@ -59,7 +59,7 @@ def fit_cohort(setups: Sequence[Setup], fits: Sequence[LevelFit], trackers: Sequ
         results = _fit_group(
             [setups[i] for i in members], [fits[i] for i in members], [trackers[i] for i in members], kind == "resume"
         )
-        for i, result in zip(members, results):
+        for i, result in zip(members, results, strict=True):
             out[i] = result
     return [r for r in out if r is not None]
 
@@ -71,7 +71,7 @@ def _fit_group(
     cfg = first.cfg
     check_cohort_trainer(first)
     networks = []
-    for setup, fit in zip(setups, fits):
+    for setup, fit in zip(setups, fits, strict=True):
         L.seed_everything(setup.cfg.seed, workers=False, verbose=False)
         network = setup.network(seed=setup.cfg.seed)
         check_vectorizable(network, setup.model_cfg.get("name", "?"))
@@ -115,10 +115,12 @@ def _fit_group(
             task=getattr(dm, "task", None),
             test_data=(dm.x_test, dm.y_test),
             fresh_optimizer=start.fresh_optimizer,
-            loggers=[t.level_loggers(f.level) for t, f in zip(trackers, fits)],
+            loggers=[t.level_loggers(f.level) for t, f in zip(trackers, fits, strict=True)],
         )
         module.fit_device = device
-        batches = CohortBatches([_batches(s, f) for s, f in zip(setups, fits)], start_step=lambda: trainer.global_step)
+        batches = CohortBatches(
+            [_batches(s, f) for s, f in zip(setups, fits, strict=True)], start_step=lambda: trainer.global_step
+        )
         trainer.fit(module, train_dataloaders=batches, ckpt_path=ckpt_path, weights_only=True)
     finally:
         for leftover in scratch_dir.glob("*"):

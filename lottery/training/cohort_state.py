@@ -107,7 +107,7 @@ class CohortBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         caches: list[dict] = [{} for _ in self.batches]
         for step in range(self.start_step(), self.total_steps):
-            pairs = [b.batch(step, cache) for b, cache in zip(self.batches, caches)]
+            pairs = [b.batch(step, cache) for b, cache in zip(self.batches, caches, strict=True)]
             yield torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
 
 
