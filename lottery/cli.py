@@ -26,7 +26,8 @@ register()
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean bad input: printed as one line and exit status 2, not a traceback."""
     from lottery.config import ConfigError
     from lottery.core.artifacts import ArtifactError
     from lottery.core.duration import DurationError
@@ -35,6 +36,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from lottery.core.pruning import PruningConfigError
     from lottery.data import DatasetNotFoundError
     from lottery.guard import OutputFolderError, RunLockedError
+    from lottery.training.cohort import CohortError
 
     return (
         ArtifactError,
@@ -46,6 +48,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         DatasetNotFoundError,
         OutputFolderError,
         RunLockedError,
+        CohortError,
     )
 
 
@@ -95,8 +98,9 @@ def run_cohort_configs(jobs: list[tuple[Any, dict[str, Any], str]]) -> list[list
     from lottery.job import run, run_cohort
     from lottery.reports.table import print_ticket_table
 
-    setups = [setup for setup, _, _ in jobs]
-    run_cohort(setups, [r for _, r, _ in jobs], [y for _, _, y in jobs])
+    trunks = {str(setup.paths.seed_dir): (setup, r, y) for setup, r, y in reversed(jobs)}  # one per seed
+    trunk_jobs = sorted(trunks.values(), key=lambda job: str(job[0].paths.seed_dir))
+    run_cohort([s for s, _, _ in trunk_jobs], [r for _, r, _ in trunk_jobs], [y for _, _, y in trunk_jobs])
     out = []
     for setup, resolved, config_yaml in jobs:
         out.append(run(setup, resolved, config_yaml))
@@ -123,7 +127,7 @@ def announce(settings: Any) -> None:
 def main(cfg: DictConfig) -> None:
     try:
         run_config(cfg)
-    except _user_errors() as err:
+    except user_errors() as err:
         print(f"lottery: error: {err}", file=sys.stderr)
         sys.exit(2)
 

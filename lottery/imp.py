@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import replace
 from typing import Any
 
 from lottery.core import artifacts
@@ -119,7 +120,8 @@ def run_cohort_trunk(setups: list[Setup], trackers: list[Tracker]) -> list[list[
             if known is not None:
                 rows[i].append(known)
             else:
-                pending.append((i, level_fit(setup, level, level_mask(setup, level))))
+                spec = level_fit(setup, level, level_mask(setup, level))
+                pending.append((i, replace(spec, label=f"seed {setup.cfg.seed}")))  # names its lines
         if not pending:
             continue
         chosen = [setups[i] for i, _ in pending]

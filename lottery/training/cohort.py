@@ -111,7 +111,9 @@ class CohortModule(L.LightningModule):
         self.best_val_loss, self.early_stop_step = [float("inf")] * n, [-1] * n
         self.early_stop_test_acc, self.last_val_acc = [float("nan")] * n, [float("nan")] * n
         self.train_seconds = [0.0] * n
-        self._clock = 0.0
+        # Set again when training starts; from construction until then so that a checkpoint saved before the
+        # module's own on_train_start (the step-0 rewind point, saved by a callback first) records ~0 s, not uptime.
+        self._clock = time.perf_counter()
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
         self.fit_device = torch.device("cpu")

@@ -8,7 +8,7 @@ depend on the cohort it trains in (lottery/training/cohort.py).
 
 from __future__ import annotations
 
-import tempfile
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +25,8 @@ from lottery.training.callbacks import LevelProgressBar
 from lottery.training.cohort import CohortError, CohortModule, ReplicaResult, check_vectorizable
 from lottery.training.cohort_state import CohortBatches, CohortCheckpoints, load_stacked
 from lottery.training.fit import LevelFit, check_checkpoint
+
+SCRATCH = ".cohort"  # a seed folder's scratch space for a cohort's stacked checkpoints
 
 if TYPE_CHECKING:
     from lottery.setup import Setup
@@ -52,10 +54,8 @@ def fit_cohort(setups: Sequence[Setup], fits: Sequence[LevelFit], trackers: Sequ
     out: list[ReplicaResult | None] = [None] * len(setups)
     for (kind, step), members in groups.items():
         if kind == "resume":
-            say(
-                f"level {fits[members[0]].level}: {len(members)} replica(s) resuming at step {step} of "
-                f"{setups[0].total_steps}"
-            )
+            seeds = ", ".join(str(setups[i].cfg.seed) for i in members)
+            say(f"level {fits[members[0]].level}: seed {seeds} resuming at step {step} of {setups[0].total_steps}")
         results = _fit_group(
             [setups[i] for i in members], [fits[i] for i in members], [trackers[i] for i in members], kind == "resume"
         )
@@ -86,7 +86,11 @@ def _fit_group(
         start_weights = [f.start.weights for f in fits]
     for fit in fits:
         fit.paths.last_checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    scratch_dir = Path(tempfile.mkdtemp(prefix=".cohort-", dir=first.paths.experiment))
+    # The stacked checkpoints live in the first replica's seed folder, under its trunk lock (lottery/job.py), so no
+    # other job uses it; a killed cohort's leftovers are removed here before the next one starts.
+    scratch_dir = first.paths.seed_dir / SCRATCH
+    shutil.rmtree(scratch_dir, ignore_errors=True)
+    scratch_dir.mkdir(parents=True)
     try:
         ckpt_path = None
         if resuming:
@@ -123,9 +127,7 @@ def _fit_group(
         )
         trainer.fit(module, train_dataloaders=batches, ckpt_path=ckpt_path, weights_only=True)
     finally:
-        for leftover in scratch_dir.glob("*"):
-            leftover.unlink()
-        scratch_dir.rmdir()
+        shutil.rmtree(scratch_dir, ignore_errors=True)
     task = getattr(dm, "task", None)
     return [ReplicaResult(setup.network(), module, i, task, dm.num_classes) for i, setup in enumerate(setups)]
 

@@ -95,7 +95,9 @@ class LevelModule(L.LightningModule):
         self.last_val_acc = float("nan")
         self.train_seconds = 0.0
         self.processes = 1  # DDP processes that trained the level (their weights checked identical)
-        self._clock = 0.0
+        # Set again when training starts; from construction until then so that a checkpoint saved before the
+        # module's own on_train_start (the step-0 rewind point, saved by a callback first) records ~0 s, not uptime.
+        self._clock = time.perf_counter()
         self.fit_device = torch.device("cpu")  # where the level trains (set by fit_level); the test set is scored there
         # Loss and metrics of sequence tasks (lottery/data/tasks.py); None is classification: cross-entropy, accuracy.
         self.task = task

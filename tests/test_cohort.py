@@ -1,0 +1,213 @@
+"""Cohorts (lottery/training/cohort.py): seeds trained as one vectorized fit give each seed exactly what it gets as a
+cohort of one, keep per-replica masks exact, never leak between replicas, resume bit for bit after a kill, refuse
+what cannot be vectorized, and the launcher groups a sweep by everything but seed and branch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config, seed_dir_of, tiny
+from test_resume import artifacts_of, assert_identical
+
+from lottery.cli import prepare_job, run_cohort_configs, run_config
+from lottery.core import masks as M
+from lottery.models.mlp import MLP
+from lottery.training.cohort import CohortError, CohortModule, check_vectorizable
+
+KILL_SCRIPT = Path(__file__).with_name("kill_cohort.py")
+# Rewinding to step 20 and SGD with momentum under a cosine schedule: optimizer state, LR position and rewind point
+# all have to be sliced and stacked correctly for the results below to match.
+EXTRA = ("rewind.step=20it", "optim=sgd", "optim.lr=0.05", "schedule=cosine")
+
+
+def cohort(root: Path, seeds, *extra: str) -> dict[int, Path]:
+    jobs = [prepare_job(compose_config(tiny(root, *EXTRA, *extra, f"seed={s}"))) for s in seeds]
+    run_cohort_configs(jobs)
+    return {s: seed_dir_of(tiny(root, *EXTRA, *extra, f"seed={s}")) for s in seeds}
+
+
+def without_cohort_record(artifacts: dict) -> dict:
+    """The artifacts minus the record of the cohort a level trained in (its size), which is all that may differ."""
+    out = {}
+    for name, level in artifacts.items():
+        assert "cohort" in level["metrics"], name
+        out[name] = {**level, "metrics": {k: v for k, v in level["metrics"].items() if k != "cohort"}}
+    return out
+
+
+@pytest.fixture(scope="module")
+def cohort_of_three(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cohort3")
+    return {s: artifacts_of(d) for s, d in cohort(root, (0, 1, 2)).items()}
+
+
+def test_a_seed_in_a_cohort_of_three_equals_it_as_a_cohort_of_one(tmp_path, cohort_of_three):
+    alone = artifacts_of(cohort(tmp_path, (1,))[1])
+    assert [a["metrics"]["cohort"]["size"] for a in cohort_of_three[1].values()] == [3, 3, 3]
+    assert [a["metrics"]["cohort"]["size"] for a in alone.values()] == [1, 1, 1]
+    assert alone["level_0"]["metrics"]["cohort"]["device"] == "cpu"
+    assert_identical(without_cohort_record(cohort_of_three[1]), without_cohort_record(alone))
+    # and the seeds really differ from each other (different init and data order)
+    w0, w1 = cohort_of_three[0]["level_2"]["weights"], cohort_of_three[1]["level_2"]["weights"]
+    assert not torch.equal(w0["fc1.weight"], w1["fc1.weight"])
+
+
+def test_a_cohort_matches_the_solo_fit_up_to_float_rounding(tmp_path, cohort_of_three):
+    """The solo LevelModule runs single matrix products where the cohort runs batched ones, which sum in another
+    order: the same seed's weights agree to float rounding, and masks are identical (documented in the README)."""
+    run_config(compose_config(tiny(tmp_path, *EXTRA, "seed=2")))
+    solo = artifacts_of(seed_dir_of(tiny(tmp_path, *EXTRA, "seed=2")))
+    for level, record in cohort_of_three[2].items():
+        for k, m in record["mask"].items():
+            assert torch.equal(m, solo[level]["mask"][k]), (level, k)
+        for k, w in record["weights"].items():
+            torch.testing.assert_close(w, solo[level]["weights"][k], rtol=0, atol=1e-5)
+
+
+def test_each_replica_keeps_its_own_mask_exactly():
+    torch.manual_seed(0)
+    nets = [MLP([12], 3, [16]) for _ in range(3)]
+    masks = []
+    for i, net in enumerate(nets):
+        w = M.prunable_weights(net)
+        g = torch.Generator().manual_seed(i)
+        masks.append({k: torch.rand(v.shape, generator=g) < 0.3 + 0.3 * i for k, v in w.items()})
+    module = CohortModule(
+        nets,
+        optimizer=lambda params: torch.optim.Adam(params, lr=0.1, weight_decay=0.1),
+        lr_lambda=lambda step: 1.0,
+        masks=masks,
+        val_data=(torch.randn(8, 12), torch.randint(0, 3, (8,))),
+        num_classes=3,
+        total_steps=5,
+        eval_every=100,
+    )
+    optimizer = torch.optim.Adam(module.network.parameters(), lr=0.1, weight_decay=0.1)
+    module.enforce_mask()
+    for _ in range(5):
+        loss = module.replica_losses(torch.randn(3, 10, 12), torch.randint(0, 3, (3, 10))).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        module.enforce_mask()
+    for i, mask in enumerate(masks):
+        weights = module.replica_weights(i)
+        for k, m in mask.items():
+            assert bool((weights[k][~m] == 0).all()), (i, k)
+            assert bool((weights[k][m] != 0).all()), (i, k)  # survivors moved off zero
+        assert M.density({k: weights[k] != 0 for k in mask}) == M.density(mask)
+
+
+def test_a_replicas_gradient_does_not_depend_on_another_replicas_data():
+    torch.manual_seed(0)
+    nets = [MLP([12], 3, [16]) for _ in range(3)]
+    dense = [M.dense_mask({k: v.shape for k, v in M.prunable_weights(n).items()}) for n in nets]
+    module = CohortModule(
+        nets, torch.optim.SGD, lambda s: 1.0, dense, (torch.zeros(1, 12), torch.zeros(1).long()), 3, 1, 1
+    )
+    xs, ys = torch.randn(3, 10, 12), torch.randint(0, 3, (3, 10))
+
+    def grads(xs):
+        module.zero_grad()
+        module.replica_losses(xs, ys).sum().backward()
+        return {k: p.grad.clone() for k, p in module.network.named_parameters()}
+
+    before = grads(xs)
+    changed = xs.clone()
+    changed[1] = torch.randn(10, 12) * 5
+    after = grads(changed)
+    for k in before:
+        assert torch.equal(before[k][0], after[k][0]) and torch.equal(before[k][2], after[k][2]), k
+        assert not torch.equal(before[k][1], after[k][1]), k
+    # replica 0's gradient is its solo network's gradient on its own batch
+    solo = nets[0]
+    solo.zero_grad()
+    torch.nn.functional.cross_entropy(solo(xs[0]), ys[0]).backward()
+    for name, p in solo.named_parameters():
+        torch.testing.assert_close(before[name][0], p.grad, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "point,level,step,resumes",
+    [
+        # after the rewind capture and the step-20 checkpoints: level 0 resumes at 20
+        ("step", 0, 30, ["level 0: seed 0, 1 resuming at step 20 of 60"]),
+        # seed 0 saved step 40, seed 1 had no checkpoint yet: two sub-cohorts, seed 1 restarts at its rewind step
+        ("split", 1, 40, ["level 1: seed 0 resuming at step 40 of 60"]),
+        # seed 0 finished level 1, seed 1 did not: seed 1 resumes level 1 alone
+        ("level_end", 1, 0, ["level 1: seed 1 resuming at step 40 of 60"]),
+    ],
+)
+def test_a_killed_cohort_resumes_to_identical_results(tmp_path, capsys, cohort_of_three, point, level, step, resumes):
+    overrides = [*tiny(tmp_path, *EXTRA)]
+    killed = subprocess.run(
+        [sys.executable, str(KILL_SCRIPT), point, str(level), str(step), "0,1", *overrides],
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    capsys.readouterr()
+    dirs = cohort(tmp_path, (0, 1))
+    said = [line for line in capsys.readouterr().out.splitlines() if "resuming" in line]
+    assert said == resumes
+    for s in (0, 1):
+        assert_identical(without_cohort_record(artifacts_of(dirs[s])), without_cohort_record(cohort_of_three[s]))
+    assert not list(tmp_path.rglob("last.ckpt")) and not list(tmp_path.rglob(".cohort"))
+
+
+def test_models_a_cohort_cannot_vectorize_are_refused_clearly():
+    from lottery.models.resnet import ResNet
+
+    with pytest.raises(CohortError, match=r"model=resnet20 has BatchNorm .*without launcher=cohort"):
+        check_vectorizable(ResNet((3, 32, 32), 10, depth=20), "resnet20")
+    check_vectorizable(MLP([40], 10, [100, 100]), "mlp")  # accepted
+
+
+def test_a_cohort_refuses_a_distributed_trainer(tmp_path):
+    jobs = [prepare_job(compose_config(tiny(tmp_path, "trainer.devices=2", "trainer.strategy=ddp", "seed=0")))]
+    with pytest.raises(CohortError, match="trainer.devices=1"):
+        run_cohort_configs(jobs)
+
+
+def test_the_launcher_groups_a_mixed_sweep_by_everything_but_seed_and_branch():
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.lottery_cohort_launcher.cohort_launcher import group_jobs
+
+    sweep = [
+        (seed, width, branch) for width in (0.5, 1.0) for seed in (0, 1, 2) for branch in ("none", "random_reinit")
+    ]
+    tasks = []
+    for seed, width, branch in sweep:
+        cfg = compose_config(["launcher=cohort", f"seed={seed}", f"model.width={width}", f"branch={branch}"])
+        tasks.append(OmegaConf.to_container(cfg, resolve=True))
+    groups = group_jobs(tasks)
+    assert [[sweep[i][1] for i in g] for g in groups] == [[0.5] * 6, [1.0] * 6]
+    assert [sorted({sweep[i][0] for i in g}) for g in groups] == [[0, 1, 2], [0, 1, 2]]
+
+
+def test_launcher_cohort_runs_a_sweep_from_the_command_line(tmp_path):
+    """The real entry point: Hydra discovers the launcher plugin, trains both seeds' trunks as a cohort of 2, then
+    each job's control branch; every file lands where a solo run puts it."""
+    lottery = Path(sys.executable).with_name("lottery")
+    overrides = [o for o in tiny(tmp_path) if not o.startswith("levels")] + ["levels=1"]
+    done = subprocess.run(
+        [str(lottery), "-m", "launcher=cohort", "seed=0,1", "branch=none,random_reinit", *overrides],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for seed in (0, 1):
+        seed_dir = seed_dir_of([*overrides, f"seed={seed}"])
+        metrics = json.loads((seed_dir / "level_1" / "metrics.json").read_text())
+        assert metrics["cohort"] == {"size": 2, "device": "cpu"}
+        control = json.loads((seed_dir / "branch_random_reinit" / "level_1" / "metrics.json").read_text())
+        assert control["train_seconds"] < 600  # the rewind point's clock, not the machine's uptime
+        assert (seed_dir / "tickets.json").is_file() and (seed_dir / "rewind.ckpt").is_file()
+    assert "seed 0 level 1" in done.stdout and "seed 1 level 1" in done.stdout
