@@ -112,6 +112,9 @@ def parent(args: argparse.Namespace) -> int:
         raise SystemExit(f"unknown workloads {unknown}; choose from {list(WORKLOADS)}")
     if args.steps < 2 * WARMUP_STEPS:
         raise SystemExit(f"--steps must be at least {2 * WARMUP_STEPS}")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if "plain" not in variants or set(variants) - set(VARIANTS):
+        raise SystemExit(f"--variants must include plain (the baseline) and come from {list(VARIANTS)}")
     plans = {w: {"overrides": WORKLOADS[w], "hp": hyperparameters(WORKLOADS[w])} for w in workloads}
     meta: dict[str, Any] = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -127,12 +130,12 @@ def parent(args: argparse.Namespace) -> int:
         "loadavg_start": [round(x, 2) for x in os.getloadavg()],
         "argv": sys.argv,
     }
-    raw: dict[str, dict[str, list[dict[str, Any]]]] = {w: {v: [] for v in VARIANTS} for w in workloads}
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {w: {v: [] for v in variants} for w in workloads}
     started = time.perf_counter()
     # Repeats outermost and variants interleaved, so a slow spell on the machine hits every variant alike.
     for repeat in range(args.repeats):
         for w in workloads:
-            for variant in VARIANTS:
+            for variant in variants:
                 spec = {
                     "workload": w,
                     "variant": variant,
@@ -155,7 +158,7 @@ def parent(args: argparse.Namespace) -> int:
     meta.update({k: ok[0][k] for k in ("torch", "lightning", "torch_threads", "torch_interop_threads")} if ok else {})
     meta.setdefault("torch_threads", "?")
     meta.setdefault("torch_interop_threads", "?")
-    summary = {w: {v: summarise(raw[w][v], args.steps) for v in VARIANTS} for w in workloads}
+    summary = {w: {v: summarise(raw[w][v], args.steps) for v in variants} for w in workloads}
     verdicts = report(summary, meta)
     out = Path(args.out) if args.out else HERE / "results" / f"{datetime.date.today()}-{socket.gethostname()}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -171,6 +174,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=2000, help="N: each variant trains levels of N and 2N steps")
     parser.add_argument("--repeats", type=int, default=3, help="subprocesses per variant; the table shows medians")
     parser.add_argument("--workloads", default="lenet,mnist1d", help=f"comma-separated, from {list(WORKLOADS)}")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {list(VARIANTS)}")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/<date>-<hostname>.json)")
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in every worker (0: default)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds before a worker is given up")

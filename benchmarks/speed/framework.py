@@ -106,11 +106,13 @@ def import_stack(variant: str) -> None:
         import lightning  # noqa: F401
     if variant == "model_pruning":
         from lightning.pytorch.callbacks import ModelPruning  # noqa: F401
-    if variant.startswith("fit_level"):
+    if variant.startswith("fit_level") or variant == "cohort":
         import hydra  # noqa: F401
 
         import lottery.setup  # noqa: F401
         import lottery.training.fit  # noqa: F401
+    if variant == "cohort":
+        import lottery.training.cohort_fit  # noqa: F401
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import resource
 from pathlib import Path
 from typing import Any
 
+from .cohort import CohortRunner
 from .framework import FrameworkRunner, import_stack
 from .model_pruning import ModelPruningRunner
 from .plain import PlainRunner
@@ -38,11 +39,13 @@ def worker(spec: dict[str, Any]) -> None:
         # Libraries first, data second in every variant, so peak memory compares like with like; this is the part
         # of the peak that the libraries alone take.
         out["rss_after_imports_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        runner: PlainRunner | FrameworkRunner | ModelPruningRunner
+        runner: PlainRunner | FrameworkRunner | ModelPruningRunner | CohortRunner
         if variant == "plain":
             runner = PlainRunner(spec)
         elif variant in ("fit_level", "fit_level+log"):
             runner = FrameworkRunner(spec, logged=variant == "fit_level+log")
+        elif variant == "cohort":
+            runner = CohortRunner(spec)
         else:
             runner = ModelPruningRunner(spec)
         n = spec["steps"]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-VARIANTS = ("plain", "fit_level", "fit_level+log", "model_pruning")
+VARIANTS = ("plain", "fit_level", "fit_level+log", "model_pruning", "cohort")
 LABELS = {
     "plain": "(a) plain loop",
     "fit_level": "(b) fit_level",
     "fit_level+log": "(b) fit_level + csv + bar",
     "model_pruning": "(c) ModelPruning",
+    "cohort": "(d) cohort of 8, per step",
 }
 # Hydra overrides of each workload, on top of the default experiment (conf/config.yaml).
 WORKLOADS: dict[str, list[str]] = {
