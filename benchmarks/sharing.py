@@ -1,7 +1,7 @@
 """Two `lottery` processes started together on one machine: each one's training speed against running alone.
 
     .venv/bin/python benchmarks/sharing.py                   # --steps 3000 --repeats 3
-    .venv/bin/python benchmarks/sharing.py --env OMP_WAIT_POLICY=ACTIVE   # what a spinning OpenMP pool costs
+    .venv/bin/python benchmarks/sharing.py -- trainer.threads=null        # torch's default: a thread per core
 
 Each measurement launches the real command (`lottery levels=0 train.duration=<steps>it logger=none ...`, the default
 MNIST-1D MLP, dense level only) in fresh output folders and reads the level's steps per second from its
@@ -24,7 +24,7 @@ from pathlib import Path
 LOTTERY = Path(sys.executable).with_name("lottery")
 
 
-def launch(root: Path, steps: int, env: dict[str, str], seed: int) -> subprocess.Popen:
+def launch(root: Path, steps: int, env: dict[str, str], seed: int, overrides: list[str]) -> subprocess.Popen:
     args = [
         str(LOTTERY),
         f"root={root}",
@@ -33,6 +33,7 @@ def launch(root: Path, steps: int, env: dict[str, str], seed: int) -> subprocess
         f"train.duration={steps}it",
         "logger=none",
         "trainer.progress_bar=false",
+        *overrides,
     ]
     return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -42,9 +43,9 @@ def speed(root: Path, steps: int) -> float:
     return steps / json.loads(metrics.read_text())["train_seconds"]
 
 
-def run(n: int, steps: int, env: dict[str, str], tmp: Path, tag: str) -> list[float]:
+def run(n: int, steps: int, env: dict[str, str], tmp: Path, tag: str, overrides: list[str]) -> list[float]:
     roots = [tmp / f"{tag}-{i}" for i in range(n)]
-    procs = [launch(root, steps, env, seed=i) for i, root in enumerate(roots)]
+    procs = [launch(root, steps, env, i, overrides) for i, root in enumerate(roots)]
     for p in procs:
         _, err = p.communicate()
         if p.returncode:
@@ -57,14 +58,15 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for every process (repeatable)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (after --)")
     args = parser.parse_args()
     env = dict(os.environ)
     env.update(dict(kv.split("=", 1) for kv in args.env))
     alone, together = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            alone += run(1, args.steps, env, Path(tmp), f"alone{r}")
-            together += run(2, args.steps, env, Path(tmp), f"together{r}")
+            alone += run(1, args.steps, env, Path(tmp), f"alone{r}", args.overrides)
+            together += run(2, args.steps, env, Path(tmp), f"together{r}", args.overrides)
             print(
                 f"[{r + 1}/{args.repeats}] alone {alone[-1]:.0f} steps/s, together {together[-2]:.0f} and "
                 f"{together[-1]:.0f} steps/s",
@@ -72,7 +74,8 @@ def main() -> int:
             )
     solo = statistics.median(alone)
     fractions = [t / solo for t in together]
-    print(f"env: {' '.join(args.env) or '(as set)'}; cores: {os.cpu_count()}; steps per level: {args.steps}")
+    print(f"env: {' '.join(args.env) or '(as set)'}; overrides: {' '.join(args.overrides) or '-'}")
+    print(f"cores: {os.cpu_count()}; steps per level: {args.steps}")
     print(f"alone: median {solo:.0f} steps/s ({', '.join(f'{a:.0f}' for a in alone)})")
     print(
         f"together: {', '.join(f'{t:.0f}' for t in together)} steps/s = "

@@ -193,9 +193,9 @@ class TrainerConfig:
     strategy: str = "auto"
     deterministic: bool = True  # bit-identical resumes on CPU need deterministic kernels
     progress_bar: bool = True
-    # torch intra-op threads of this process; null: torch's default, one per core. Jobs running side by side on one
-    # machine must share its cores (oversubscribed threads wait on each other; README, Threads): launcher=joblib
-    # sets cores // n_jobs, launcher=slurm the task's cpus_per_task.
+    # torch intra-op threads of this process; null: torch's default, one per core (conf/trainer/cpu.yaml sets 1).
+    # Jobs side by side on one machine must share its cores (oversubscribed threads wait on each other; README,
+    # Threads): launcher=joblib sets cores // n_jobs, launcher=slurm the task's cpus_per_task, launcher=cohort all.
     threads: int | None = None
     # Speed switches (training/fast.py). Not hashed: they change speed and at most float rounding, not the recipe.
     # Move the train/val/test tensors to the GPU once per run (no DataLoader workers, no per-step copies); no-op on CPU.
