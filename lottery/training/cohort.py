@@ -181,18 +181,22 @@ class CohortModule(L.LightningModule):
     # ---- evaluation at fixed steps, per replica
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192) -> list[tuple[float, float]]:
-        """(accuracy, mean cross-entropy) of every replica on one whole split."""
+        """(accuracy, mean cross-entropy) of every replica on one whole split. One replica at a time rather than
+        under vmap: the split is shared, and vmap's batched products over it ran 2.5x slower than the replicas'
+        own (8 LeNet-300-100 replicas on 5,000 examples); an evaluation is every `eval_every` steps, so the loop's
+        dispatch cost does not matter."""
         params = {k: v.detach() for k, v in self.stacked_params().items()}
-        run = vmap(self._outputs, in_dims=(0, None))
-        logits = torch.cat([run(params, x[i : i + chunk].to(self.device)) for i in range(0, len(x), chunk)], dim=1)
-        y = y.to(logits.device)
+        y = y.to(self.device)
         out = []
-        for replica in logits:
+        for i in range(self.size):
+            replica = {k: v[i] for k, v in params.items()}
+            parts = [self._outputs(replica, x[j : j + chunk].to(self.device)) for j in range(0, len(x), chunk)]
+            logits = torch.cat(parts)
             if self.task is not None:
-                out.append(self.task.metrics(replica, y))
+                out.append(self.task.metrics(logits, y))
                 continue
-            acc = multiclass_accuracy(replica, y, num_classes=self.num_classes, average="micro", validate_args=False)
-            out.append((float(acc), float(F.cross_entropy(replica.float(), y))))
+            acc = multiclass_accuracy(logits, y, num_classes=self.num_classes, average="micro", validate_args=False)
+            out.append((float(acc), float(F.cross_entropy(logits.float(), y))))
         return out
 
     def on_train_start(self) -> None:

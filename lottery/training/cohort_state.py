@@ -94,20 +94,32 @@ def load_stacked(paths: Sequence[Path], scratch: Path) -> Path:
 
 class CohortBatches:
     """Every replica's batch of a step, stacked: replica i's is its own StepBatches' (its seed's data order), so a
-    replica sees exactly the batches of its solo fit."""
+    replica sees exactly the batches of its solo fit. When every replica reads the same tensors without
+    augmentation (the seeds of one config: one split), a step's batches are one gather of the replicas' stacked
+    indices instead of one gather each and a stack, the same values in fewer operations."""
 
     def __init__(self, batches: Sequence[StepBatches], start_step) -> None:
         self.batches = list(batches)
         self.start_step = start_step
         self.total_steps = self.batches[0].total_steps
+        first = self.batches[0]
+        self.shared = not any(b.augment for b in self.batches) and all(
+            b.x.shape == first.x.shape and torch.equal(b.x, first.x) and torch.equal(b.y, first.y)
+            for b in self.batches[1:]
+        )
 
     def __len__(self) -> int:
         return self.total_steps
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         caches: list[dict] = [{} for _ in self.batches]
+        x, y = self.batches[0].x, self.batches[0].y
         for step in range(self.start_step(), self.total_steps):
-            pairs = [b.batch(step, cache) for b, cache in zip(self.batches, caches, strict=True)]
+            if self.shared:
+                idx = torch.stack([b.indices(step, c) for b, c in zip(self.batches, caches, strict=True)])
+                yield x[idx], y[idx]
+                continue
+            pairs = [b.batch(step, c) for b, c in zip(self.batches, caches, strict=True)]
             yield torch.stack([x for x, _ in pairs]), torch.stack([y for _, y in pairs])
 
 
