@@ -211,3 +211,22 @@ def test_launcher_cohort_runs_a_sweep_from_the_command_line(tmp_path):
         assert control["train_seconds"] < 600  # the rewind point's clock, not the machine's uptime
         assert (seed_dir / "tickets.json").is_file() and (seed_dir / "rewind.ckpt").is_file()
     assert "seed 0 level 1" in done.stdout and "seed 1 level 1" in done.stdout
+
+
+def test_a_cohort_logs_one_wandb_run_per_seed_with_its_own_metrics(tmp_path, monkeypatch):
+    """W&B keeps one run per (hash, seed, branch): the replicas of a cohort log to their seeds' own trunk runs, open
+    side by side in one process, each with its training loss, evaluations and level metrics."""
+    from wandb_records import read_run
+
+    from lottery.core.layout import RunPaths
+    from lottery.training.tracking import run_id
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    dirs = cohort(tmp_path, (0, 1), "logger=wandb", "levels=1")
+    for seed, seed_dir in dirs.items():
+        (run_dir,) = (seed_dir / "wandb").glob("offline-run-*")
+        run = read_run(run_dir)
+        paths = RunPaths(root=tmp_path, name="default", hash=seed_dir.parent.name, seed=seed)
+        assert run["run"][0] == run_id(paths, "trunk") and run["run"][1] == "trunk"
+        assert f"seed:{seed}" in run["run"][3]
+        assert {"train/loss", "val/acc", "val/loss", "imp/test_acc", "imp/level"} <= run["history"]
