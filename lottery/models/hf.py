@@ -133,6 +133,7 @@ class HFCausalLM(nn.Module):
         self.register_buffer("token_ids", torch.arange(num_classes) + token_offset, persistent=False)
         self.shape = self._read_shape()
         self.compacted = False  # set by lottery/structured/hf_export.py: layer shapes then differ
+        self.train()  # from_pretrained leaves the model in eval mode; a fresh network starts in train mode
 
     def decoder_layers(self) -> nn.ModuleList:
         return self.lm.get_submodule(self.family.layers)
