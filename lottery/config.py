@@ -72,6 +72,18 @@ class TransformerConfig(ModelConfig):
     positions: str = "learned"  # learned: absolute position embeddings (GPT-2, OPT) | rotary (RoPE, as in LLaMA)
 
 
+@dataclass
+class HFConfig(ModelConfig):
+    """A pretrained Hugging Face causal LM (lottery/models/hf.py; needs `pip install -e '.[hf]'`)."""
+
+    _target_: str = "lottery.models.hf.HFCausalLM"
+    path: str = MISSING  # a folder written by save_pretrained, or a hub id such as facebook/opt-1.3b
+    dtype: str = "float32"  # float32 | bfloat16 | float16: the weights' dtype (bfloat16 halves memory on a GPU)
+    token_offset: int = 0  # token tasks with their own vocabulary (icl_recall): task token i is model token offset+i
+    # local files only; null: when model.path is a folder or HF_HUB_OFFLINE=1. Not hashed: where files come from.
+    local_files_only: bool | None = field(default=None, metadata=NO_HASH)
+
+
 # ---- data
 @dataclass
 class DataConfig:
@@ -111,6 +123,21 @@ class RegressionDataConfig(DataConfig):
     n_points: int = 20  # (x, y) pairs per prompt (sequence length 2 * n_points - 1)
     noise_std: float = 0.0  # standard deviation of the label noise
     acc_tolerance: float = 0.1  # a query counts as correct when (prediction - y)^2 / d is below this
+
+
+@dataclass
+class TextDataConfig(DataConfig):
+    """Few-shot text prompts from the word lists shipped with the package (lottery/data/text_icl.py), tokenized by the
+    model's own tokenizer: `x_1 -> y_1 \\n ... x_k ->` and the answer ` y`, scored by exact match of its tokens."""
+
+    name: str = "icl_text"
+    task: str = "antonyms"  # a word list of lottery/data/word_lists/ (antonyms, capitals, capitalise, ...)
+    num_train: int = 2000  # prompts in the training pool (fine-tuning, and the gradient score's prompts)
+    num_test: int = 200  # held-out prompts that score each level
+    data_seed: int = 1234  # seeds the pairs' train/test split and every prompt, the same for every run seed
+    shots: list[int] = field(default_factory=lambda: [0, 1, 2, 4])  # in-context examples per prompt, cycled
+    test_fraction: float = 0.3  # share of the task's pairs kept for test queries (never shown in training prompts)
+    tokenizer: str = field(default=MISSING, metadata=NO_HASH)  # the tokenizer's folder or hub id: ${model.path}
 
 
 # ---- optimizer: built with hydra.utils.instantiate as a partial, completed with the model's parameters
@@ -330,9 +357,11 @@ def register() -> None:
     cs.store(group="model", name="resnet_schema", node=ResNetConfig)
     cs.store(group="model", name="vgg_schema", node=VGGConfig)
     cs.store(group="model", name="transformer_schema", node=TransformerConfig)
+    cs.store(group="model", name="hf_schema", node=HFConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="data", name="icl_recall_schema", node=RecallDataConfig)
     cs.store(group="data", name="icl_regression_schema", node=RegressionDataConfig)
+    cs.store(group="data", name="icl_text_schema", node=TextDataConfig)
     cs.store(group="optim", name="adam_schema", node=AdamConfig)
     cs.store(group="optim", name="sgd_schema", node=SGDConfig)
     cs.store(group="schedule", name="schedule_schema", node=ScheduleConfig)

@@ -28,7 +28,11 @@ def layer_of(param_name: str) -> str:
 
 
 def prunable_weights(model: nn.Module) -> dict[str, nn.Parameter]:
-    """The weight of every Linear/Conv layer, keyed by parameter name, in module order."""
+    """The weight of every Linear/Conv layer, keyed by parameter name, in module order; or, for a model that names
+    its own (`model.prunable_weights()`, e.g. a Hugging Face LM whose GPT-2 projections are not nn.Linear), those."""
+    own = getattr(model, "prunable_weights", None)
+    if callable(own):
+        return dict(own())
     return {
         f"{name}.weight": module.weight
         for name, module in model.named_modules()

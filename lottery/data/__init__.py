@@ -18,6 +18,10 @@ def load(
 ) -> Splits:
     """Load a dataset by its config name (the stable name that the experiment hash keys on). `settings`: the data
     config, read by the generated in-context learning tasks (lottery/data/icl.py)."""
+    if name == "icl_text":  # needs transformers (the model's tokenizer): imported on this path only
+        from lottery.data.text_icl import load_text
+
+        return load_text(settings)
     if name in ICL_DATASETS:
         return load_icl(settings)
     if name == "mnist1d":

@@ -29,7 +29,7 @@ from lottery.core.seeds import derive_seed
 from lottery.data.splits import Splits
 from lottery.data.tasks import IGNORE, Regression, TokenRecall
 
-ICL_DATASETS = ("icl_recall", "icl_regression")
+ICL_DATASETS = ("icl_recall", "icl_regression", "icl_text")  # icl_text: lottery/data/text_icl.py
 
 
 def _generator(seed: int, stream: int) -> torch.Generator:
@@ -82,6 +82,10 @@ def check_settings(settings: Any) -> None:
         if value < minimum:
             raise ValueError(f"data.{key}={value} must be at least {minimum}")
 
+    if settings.name == "icl_text":
+        from lottery.data.text_icl import check_text_settings
+
+        return check_text_settings(settings)
     positive("num_train", 2)
     positive("num_test")
     if settings.name == "icl_recall":

@@ -37,21 +37,44 @@ def check_transformer(cfg: LotteryConfig) -> None:
         raise ConfigError(f"model.tied=true shares a token embedding, which data.name={cfg.data.name!r} has not")
 
 
+def check_hf(cfg: LotteryConfig) -> None:
+    """model=hf: the path exists and holds a supported family, and a text task has a tokenizer; no weights load."""
+    from lottery.models.hf import HFModelError, check_model, has_tokenizer
+
+    try:
+        check_model(cfg.model.path, cfg.model.local_files_only)
+    except HFModelError as err:
+        raise ConfigError(str(err)) from None
+    if cfg.data.name == "icl_regression":
+        raise ConfigError("data=icl_regression feeds vectors, which a pretrained LM cannot read; use data=icl_recall")
+    if cfg.data.name == "icl_text" and not has_tokenizer(cfg.model.path):
+        raise ConfigError(
+            f"data=icl_text needs the model's tokenizer, and model.path={cfg.model.path!r} holds none; save it "
+            "beside the model (tokenizer.save_pretrained(model.path)) or use data=icl_recall"
+        )
+
+
 def check_structured(cfg: LotteryConfig) -> None:
-    transformer = cfg.model.name == "transformer" or str(getattr(cfg.model, "_target_", "")).endswith("Transformer")
+    hf = cfg.model.name == "hf"
+    scratch = cfg.model.name == "transformer" or str(getattr(cfg.model, "_target_", "")).endswith("Transformer")
+    transformer = scratch or hf  # models with heads and MLP units
     icl = cfg.data.name in ICL_DATASETS
     if transformer and not icl:
         raise ConfigError(
-            f"model=transformer reads prompts of in-context tasks, not data.name={cfg.data.name!r}; "
+            f"model={cfg.model.name} reads prompts of in-context tasks, not data.name={cfg.data.name!r}; "
             f"use data={' or data='.join(ICL_DATASETS)}"
         )
     if icl and not transformer:
         raise ConfigError(
             f"data.name={cfg.data.name!r} holds sequence prompts that model={cfg.model.name} cannot read; "
-            "use model=transformer"
+            "use model=transformer or model=hf"
         )
-    if transformer:
+    if scratch:
         check_transformer(cfg)
+        if cfg.data.name == "icl_text":
+            raise ConfigError("data=icl_text is tokenized by a pretrained model's tokenizer; use model=hf model.path=")
+    if hf:
+        check_hf(cfg)
     if icl:
         try:
             check_settings(cfg.data)
@@ -87,7 +110,7 @@ def check_structured(cfg: LotteryConfig) -> None:
     if not transformer:
         raise ConfigError(
             f"pruning.strategy=structured removes attention heads and MLP units, which model={cfg.model.name} does "
-            "not have; use model=transformer (or pruning.strategy=magnitude)"
+            "not have; use model=transformer or model=hf (or pruning.strategy=magnitude)"
         )
     if cfg.pruning.ignore or cfg.pruning.overrides:
         raise ConfigError(

@@ -46,7 +46,14 @@ def compact_config(network: Transformer, units: Mapping[str, torch.Tensor]) -> d
 @torch.no_grad()
 def compact(network: Transformer, units: Mapping[str, torch.Tensor]) -> tuple[Transformer, dict[str, Any]]:
     """The compact copy of `network` (the full model, its pruned weights already zero) keeping the units of `units`
-    (all three kinds, as lottery.core.units.contract gives them)."""
+    (all three kinds, as lottery.core.units.contract gives them). A pretrained LM (model=hf) is cut in place of the
+    library's own modules (lottery/structured/hf_export.py)."""
+    from lottery.models.hf import HFCausalLM
+
+    if isinstance(network, HFCausalLM):
+        from lottery.structured.hf_export import compact_hf
+
+        return compact_hf(network, units)
     config = compact_config(network, units)
     small = Transformer(**config)
     source, target = network.state_dict(), small.state_dict()
