@@ -94,13 +94,22 @@ def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
 def run_cohort_configs(jobs: list[tuple[Any, dict[str, Any], str]]) -> list[list[dict[str, Any]]]:
     """Run prepared jobs that differ only in seed as one cohort (launcher=cohort): the trunks together, then each
     job's branch and summary; returns each job's trunk rows, in order."""
+    from lottery.branches.registry import BRANCHES
     from lottery.core import artifacts
-    from lottery.job import run, run_cohort
+    from lottery.job import run, run_cohort, run_cohort_branch
     from lottery.reports.table import print_ticket_table
 
     trunks = {str(setup.paths.seed_dir): (setup, r, y) for setup, r, y in reversed(jobs)}  # one per seed
     trunk_jobs = sorted(trunks.values(), key=lambda job: str(job[0].paths.seed_dir))
     run_cohort([s for s, _, _ in trunk_jobs], [r for _, r, _ in trunk_jobs], [y for _, _, y in trunk_jobs])
+    by_branch: dict[str, dict[str, tuple]] = {}
+    for setup, r, y in jobs:
+        branch = BRANCHES.get(setup.cfg.branch)
+        if branch is not None and branch.control is not None:  # a control: its seeds pack like the trunks
+            by_branch.setdefault(setup.cfg.branch, {})[str(setup.paths.seed_dir)] = (setup, r, y)
+    for members in by_branch.values():
+        packed = sorted(members.values(), key=lambda job: str(job[0].paths.seed_dir))
+        run_cohort_branch([s for s, _, _ in packed], [r for _, r, _ in packed], [y for _, _, y in packed])
     out = []
     for setup, resolved, config_yaml in jobs:
         out.append(run(setup, resolved, config_yaml))

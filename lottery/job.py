@@ -21,6 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lottery.branches.controls import run_control_cohort
 from lottery.branches.registry import BRANCHES
 from lottery.core import artifacts
 from lottery.core.layout import level_dirs, level_of
@@ -94,6 +95,27 @@ def run_cohort(setups: Sequence[Setup], resolved: Sequence[dict[str, Any]], conf
                 artifacts.write_text(config_yaml[i], paths.config)
                 say(found(setups[i]))
             run_cohort_trunk([setups[i] for i in order], trackers)
+    finally:
+        for tracker in trackers:
+            tracker.finish()
+
+
+def run_cohort_branch(setups: Sequence[Setup], resolved: Sequence[dict[str, Any]], config_yaml: Sequence[str]) -> None:
+    """The control branch (random_reinit, random_prune, oneshot) of several seeds' finished trunks as one cohort per
+    level, under every seed's branch lock (in folder order); `run` then finds its levels finished."""
+    branch = BRANCHES[setups[0].cfg.branch]
+    assert branch.control is not None, f"branch {branch.name} is not a control"
+    folder = branch.folder_of(setups[0].cfg)
+    order = sorted(range(len(setups)), key=lambda i: str(setups[i].paths.seed_dir))
+    trackers = [Tracker(setups[i].cfg, setups[i].paths, resolved[i], branch=folder) for i in order]
+    try:
+        with ExitStack() as locks:
+            for i in order:
+                branch_dir = setups[i].paths.branch_dir(folder)
+                locks.enter_context(exclusive(branch_dir / ".lock", f"branch {folder}", setups[i].cfg.lock_timeout))
+                _remove(branch_dir.rglob(".*.tmp"))
+                artifacts.write_text(config_yaml[i], branch_dir / "config.yaml")
+            run_control_cohort([setups[i] for i in order], branch.control, trackers, folder)
     finally:
         for tracker in trackers:
             tracker.finish()

@@ -193,7 +193,7 @@ def test_the_launcher_groups_a_mixed_sweep_by_everything_but_seed_and_branch():
 
 def test_launcher_cohort_runs_a_sweep_from_the_command_line(tmp_path):
     """The real entry point: Hydra discovers the launcher plugin, trains both seeds' trunks as a cohort of 2, then
-    each job's control branch; every file lands where a solo run puts it."""
+    both seeds' control branch as a cohort of 2; every file lands where a solo run puts it."""
     lottery = Path(sys.executable).with_name("lottery")
     overrides = [o for o in tiny(tmp_path) if not o.startswith("levels")] + ["levels=1"]
     done = subprocess.run(
@@ -208,9 +208,10 @@ def test_launcher_cohort_runs_a_sweep_from_the_command_line(tmp_path):
         metrics = json.loads((seed_dir / "level_1" / "metrics.json").read_text())
         assert metrics["cohort"] == {"size": 2, "device": "cpu"}
         control = json.loads((seed_dir / "branch_random_reinit" / "level_1" / "metrics.json").read_text())
+        assert control["cohort"] == {"size": 2, "device": "cpu"}  # the control's seeds packed too
         assert control["train_seconds"] < 600  # the rewind point's clock, not the machine's uptime
         assert (seed_dir / "tickets.json").is_file() and (seed_dir / "rewind.ckpt").is_file()
-    assert "seed 0 level 1" in done.stdout and "seed 1 level 1" in done.stdout
+    assert "seed 0 level 1" in done.stdout and "seed 1 random_reinit level 1" in done.stdout
 
 
 def test_a_cohort_logs_one_wandb_run_per_seed_with_its_own_metrics(tmp_path, monkeypatch):
@@ -230,3 +231,13 @@ def test_a_cohort_logs_one_wandb_run_per_seed_with_its_own_metrics(tmp_path, mon
         assert run["run"][0] == run_id(paths, "trunk") and run["run"][1] == "trunk"
         assert f"seed:{seed}" in run["run"][3]
         assert {"train/loss", "val/acc", "val/loss", "imp/test_acc", "imp/level"} <= run["history"]
+
+
+@pytest.mark.parametrize("branch", ["random_reinit", "random_prune"])
+def test_a_control_in_a_cohort_equals_it_as_a_cohort_of_one(tmp_path, branch):
+    """A control's replicas (a fresh initialisation from the rewind point with a fresh optimizer; a random mask)
+    pack like the trunk's: seed 1's control in a cohort of 2 equals seed 1's control as a cohort of one."""
+    pair = cohort(tmp_path / "pair", (0, 1), f"branch={branch}", "levels=1")[1] / f"branch_{branch}"
+    alone = cohort(tmp_path / "alone", (1,), f"branch={branch}", "levels=1")[1] / f"branch_{branch}"
+    assert_identical(without_cohort_record(artifacts_of(pair)), without_cohort_record(artifacts_of(alone)))
+    assert json.loads((pair / "level_1" / "metrics.json").read_text())["cohort"]["size"] == 2

@@ -18,7 +18,7 @@ files as a trunk level. The masks come from the run's pruning plan, so the same 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,7 +27,7 @@ from lottery.config import ConfigError
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.seeds import derive_seed
-from lottery.training import fit, results
+from lottery.training import cohort_fit, fit, results
 from lottery.training.starts import fresh_start, retrain_start, ticket_start
 
 if TYPE_CHECKING:
@@ -92,6 +92,23 @@ RANDOM_PRUNE = Control("random_prune", random_mask, ticket_start)
 ONESHOT = Control("oneshot", oneshot_mask, oneshot_start)
 
 
+def control_fit(setup: Setup, control: Control, folder: str, level: int) -> fit.LevelFit:
+    """What training the control's level `level` needs: its folder, its mask (read back, or drawn and saved before
+    training so a resumed level keeps it) and its start; the trunk's level must be finished."""
+    paths = setup.paths
+    if not paths.level(level).done:
+        raise artifacts.ArtifactError(
+            f"branch={control.name} needs the trunk's level {level} in {paths.level(level).dir}, which is not finished"
+        )
+    lp = paths.branch_level(folder, level)
+    if lp.mask.exists():
+        mask = artifacts.load_torch(lp.mask, "branch mask")
+    else:
+        mask = control.mask(setup, level)
+        artifacts.save_torch(mask, lp.mask)
+    return fit.LevelFit(lp, level, mask, control.start(setup, level))
+
+
 def run_control(setup: Setup, control: Control, tracker: Tracker, folder: str | None = None) -> list[dict[str, Any]]:
     """Train (or resume) the control at every trunk level from 1 on, in branch_<folder>/ (default: the control's
     name); the trunk's levels must be finished."""
@@ -99,24 +116,33 @@ def run_control(setup: Setup, control: Control, tracker: Tracker, folder: str | 
     folder = folder or control.name
     rows = []
     for level in range(1, setup.levels + 1):
-        if not paths.level(level).done:
-            raise artifacts.ArtifactError(
-                f"branch={control.name} needs the trunk's level {level} in {paths.level(level).dir}, which is not "
-                "finished"
-            )
         lp = paths.branch_level(folder, level)
         if lp.done:
             rows.append(artifacts.read_json(lp.metrics, "branch level metrics"))
             continue
-        if lp.mask.exists():
-            mask = artifacts.load_torch(lp.mask, "branch mask")
-        else:
-            mask = control.mask(setup, level)
-            artifacts.save_torch(mask, lp.mask)
-        spec = fit.LevelFit(lp, level, mask, control.start(setup, level))
+        spec = control_fit(setup, control, folder, level)
         module = fit.fit_level(setup, spec, tracker)
         rows.append(results.finish_level(setup, spec, module, tracker, key=False))
         results.write_levels_csv(paths.branch_dir(folder) / "levels.csv", rows)
     if rows:
         results.write_levels_csv(paths.branch_dir(folder) / "levels.csv", rows)
     return rows
+
+
+def run_control_cohort(setups: list[Setup], control: Control, trackers: list[Tracker], folder: str) -> None:
+    """The control of several seeds in lock step, each level's pending replicas as one cohort
+    (lottery/training/cohort_fit.py); per seed the same masks, starts and files as run_control, which then finds
+    every level finished and writes the branch's levels.csv."""
+    for level in range(1, setups[0].levels + 1):
+        pending = [
+            (i, replace(control_fit(s, control, folder, level), label=f"seed {s.cfg.seed} {folder}"))
+            for i, s in enumerate(setups)
+            if not s.paths.branch_level(folder, level).done
+        ]
+        if not pending:
+            continue
+        trained = cohort_fit.fit_cohort(
+            [setups[i] for i, _ in pending], [f for _, f in pending], [trackers[i] for i, _ in pending]
+        )
+        for (i, spec), replica in zip(pending, trained, strict=True):
+            results.finish_level(setups[i], spec, replica, trackers[i], key=False)

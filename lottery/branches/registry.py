@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lottery.branches import early_bird, instability
-from lottery.branches.controls import ONESHOT, RANDOM_PRUNE, RANDOM_REINIT, check_reinit
+from lottery.branches.controls import ONESHOT, RANDOM_PRUNE, RANDOM_REINIT, Control, check_reinit
 
 if TYPE_CHECKING:
     from lottery.setup import Setup
@@ -34,6 +34,8 @@ class Branch:
     check           check(cfg): its own settings, run whichever branch runs, so a sweep fails before its first job
     check_levels    check_levels(cfg, levels): run when it is the selected branch, once the run's levels are known
     folder          folder(cfg): its folder and W&B run name (default: its name)
+    control         the control it trains (its mask rule and start), for branches that are one: launcher=cohort
+                    then trains the control of every seed of a sweep as one cohort per level
     """
 
     name: str
@@ -45,6 +47,7 @@ class Branch:
     check: Callable[[Any], None] = _none
     check_levels: Callable[[Any, int], None] = _none
     folder: Callable[[Any], str] | None = None
+    control: Control | None = None
 
     def folder_of(self, cfg: Any) -> str:
         return self.folder(cfg) if self.folder is not None else self.name
@@ -55,9 +58,17 @@ TICKET_STYLE = ("o", "-")  # the ticket solid; each control its own dash pattern
 BRANCHES: dict[str, Branch] = {
     b.name: b
     for b in (
-        Branch("random_reinit", RANDOM_REINIT.run, True, ("^", ":"), "trunk's units", check=check_reinit),
-        Branch("random_prune", RANDOM_PRUNE.run, True, ("x", "--"), "random"),
-        Branch("oneshot", ONESHOT.run, True, ("s", "-."), "score"),
+        Branch(
+            "random_reinit",
+            RANDOM_REINIT.run,
+            True,
+            ("^", ":"),
+            "trunk's units",
+            check=check_reinit,
+            control=RANDOM_REINIT,
+        ),
+        Branch("random_prune", RANDOM_PRUNE.run, True, ("x", "--"), "random", control=RANDOM_PRUNE),
+        Branch("oneshot", ONESHOT.run, True, ("s", "-."), "score", control=ONESHOT),
         Branch(
             "instability",
             instability.run_instability,

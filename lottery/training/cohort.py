@@ -55,8 +55,8 @@ def check_vectorizable(network: nn.Module, model: str) -> None:
         what = f"BatchNorm ({batchnorm[0]})" if batchnorm else f"dropout ({dropout[0]})" if dropout else "buffers"
         raise CohortError(
             f"model={model} has {what}, which a cohort cannot keep per replica under vmap. Cohorts train networks "
-            "without BatchNorm, dropout or buffers (mlp, lenet_300_100, conv2/conv4/conv6, transformer with "
-            "model.dropout=0); run this model without launcher=cohort (solo fits)"
+            "without BatchNorm, dropout or buffers (mlp, lenet_300_100, conv2/conv4/conv6, transformer); "
+            "run this model without launcher=cohort (solo fits)"
         )
 
 
