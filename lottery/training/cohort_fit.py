@@ -26,7 +26,7 @@ from lottery.training.cohort import CohortError, CohortModule, ReplicaResult, ch
 from lottery.training.cohort_state import CohortBatches, CohortCheckpoints, load_stacked
 from lottery.training.fit import LevelFit, check_checkpoint
 
-SCRATCH = ".cohort"  # a seed folder's scratch space for a cohort's stacked checkpoints
+SCRATCH = ".cohort"  # scratch space for a cohort's stacked checkpoints, beside its first replica's levels
 
 if TYPE_CHECKING:
     from lottery.setup import Setup
@@ -86,9 +86,10 @@ def _fit_group(
         start_weights = [f.start.weights for f in fits]
     for fit in fits:
         fit.paths.last_checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    # The stacked checkpoints live in the first replica's seed folder, under its trunk lock (lottery/job.py), so no
-    # other job uses it; a killed cohort's leftovers are removed here before the next one starts.
-    scratch_dir = first.paths.seed_dir / SCRATCH
+    # The stacked checkpoints live beside the first replica's levels (its seed folder for the trunk, its branch
+    # folder for a control), under the lock this cohort holds on it (lottery/job.py), so no other job uses it; a
+    # killed cohort's leftovers are removed here before the next one starts.
+    scratch_dir = spec.paths.dir.parent / SCRATCH
     shutil.rmtree(scratch_dir, ignore_errors=True)
     scratch_dir.mkdir(parents=True)
     try:
