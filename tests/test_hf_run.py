@@ -177,3 +177,12 @@ def test_structured_imp_rewinds_to_the_pretrained_weights_and_resumes_after_a_ki
     assert proc.returncode == -9, proc.stderr[-3000:]
     run_config(compose_config(killed))
     assert_identical(artifacts_of(seed_dir_of(killed)), expected)
+
+
+def test_the_random_pruning_control_removes_as_many_heads_as_the_ticket(run_tiny, opt):
+    rows, seed_dir = run_tiny(*hf(opt), *IMP, "branch=random_prune", "levels=1")
+    trunk = json.loads((seed_dir / "level_1" / "sparsity.json").read_text())["units"]["heads"]
+    control = json.loads((seed_dir / "branch_random_prune" / "level_1" / "sparsity.json").read_text())["units"]
+    assert control["heads"]["remaining"] == trunk["remaining"] == 4
+    report = json.loads((seed_dir / "structured.json").read_text())
+    assert "random_prune" in report["imp"]["branches"]
