@@ -87,7 +87,8 @@ def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
 
     setup, resolved, config_yaml = prepare_job(cfg)
     rows = run(setup, resolved, config_yaml)
-    print_ticket_table(artifacts.read_json(setup.paths.tickets, "tickets"), title=f"{setup.paths.seed_dir}")
+    if setup.paths.tickets.is_file():  # a pretrained model scored as loaded has no levels, so no tickets
+        print_ticket_table(artifacts.read_json(setup.paths.tickets, "tickets"), title=f"{setup.paths.seed_dir}")
     return rows
 
 

@@ -80,6 +80,7 @@ class HFConfig(ModelConfig):
     path: str = MISSING  # a folder written by save_pretrained, or a hub id such as facebook/opt-1.3b
     dtype: str = "float32"  # float32 | bfloat16 | float16: the weights' dtype (bfloat16 halves memory on a GPU)
     token_offset: int = 0  # token tasks with their own vocabulary (icl_recall): task token i is model token offset+i
+    gguf_file: str | None = None  # a GGUF file inside model.path, loaded (dequantized) by transformers' GGUF support
     # local files only; null: when model.path is a folder or HF_HUB_OFFLINE=1. Not hashed: where files come from.
     local_files_only: bool | None = field(default=None, metadata=NO_HASH)
 
@@ -132,12 +133,35 @@ class TextDataConfig(DataConfig):
 
     name: str = "icl_text"
     task: str = "antonyms"  # a word list of lottery/data/word_lists/ (antonyms, capitals, capitalise, ...)
+    # Your own word list instead: a file of `x<TAB>y` lines (blank lines and # comments skipped). Overrides `task`
+    # (reports then name the task by the file's stem). Hashed as the path given: edit the file, rename it too.
+    task_file: str | None = None
     num_train: int = 2000  # prompts in the training pool (fine-tuning, and the gradient score's prompts)
     num_test: int = 200  # held-out prompts that score each level
     data_seed: int = 1234  # seeds the pairs' train/test split and every prompt, the same for every run seed
     shots: list[int] = field(default_factory=lambda: [0, 1, 2, 4])  # in-context examples per prompt, cycled
     test_fraction: float = 0.3  # share of the task's pairs kept for test queries (never shown in training prompts)
     tokenizer: str = field(default=MISSING, metadata=NO_HASH)  # the tokenizer's folder or hub id: ${model.path}
+    # the GGUF file in that folder holding the tokenizer: ${model.gguf_file}. Not hashed: model.gguf_file is.
+    tokenizer_gguf: str | None = field(default=None, metadata=NO_HASH)
+
+
+@dataclass
+class LMTextDataConfig(DataConfig):
+    """Language modelling on plain text (lottery/data/lm_text.py): documents separated by blank lines, tokenized by the
+    model's own tokenizer, cut into windows; next-token accuracy and loss (perplexity = exp(loss))."""
+
+    name: str = "lm_text"
+    # The text file. Hashed as the path given (it changes results): edit the file, rename it too.
+    path: str = ""
+    context: int = 128  # tokens per window at most (a document longer than that is cut into several)
+    test_fraction: float = 0.2  # share of the documents whose windows are test windows (split by document)
+    num_test: int = 1000  # test windows at most (the first of the shuffled test documents)
+    data_seed: int = 1234  # seeds the documents' train/test split, the same for every run seed
+    val_size: int = 8  # training windows carved for validation (a small text has few windows)
+    tokenizer: str = field(default=MISSING, metadata=NO_HASH)  # the tokenizer's folder or hub id: ${model.path}
+    # the GGUF file in that folder holding the tokenizer: ${model.gguf_file}. Not hashed: model.gguf_file is.
+    tokenizer_gguf: str | None = field(default=None, metadata=NO_HASH)
 
 
 # ---- optimizer: built with hydra.utils.instantiate as a partial, completed with the model's parameters
@@ -273,18 +297,36 @@ class StructuredConfig:
     """Structured pruning of transformers: whole attention heads, MLP hidden units and MLP blocks (read when
     pruning.strategy=structured; lottery/structured/). Unit counts per level follow the pruning schedule."""
 
-    # no_retrain: train level 0, then remove the least important x% of units for x in `grid` and evaluate (Bansal
-    # et al. 2023) | imp: structured IMP with rewinding over the trunk's levels | both
+    # no_retrain: remove the least important x% of units for x in `grid` and evaluate without retraining (Bansal
+    # et al. 2023): a pretrained model (model=hf) as loaded, a model from scratch after training level 0 |
+    # imp: structured IMP with rewinding over the trunk's levels | both
     procedure: str = field(default="both", metadata=NO_HASH)
-    units: list[str] = field(default_factory=lambda: ["heads"])  # kinds IMP removes: heads, mlp_units, mlp_blocks
+    # model=hf with procedure=no_retrain: fine-tune level 0 on the task's training prompts first (train.duration,
+    # optim.*), then run the grid on those weights. Off by default: the published protocol never fine-tunes.
+    finetune: bool = False
+    # kinds IMP removes: heads, mlp_units, mlp_blocks, layers (whole decoder blocks; model=hf)
+    units: list[str] = field(default_factory=lambda: ["heads"])
     score: str = "magnitude"  # IMP's importance: magnitude | gradient (|<dL/dA_u, A_u>|, Michel et al. 2019)
     scope: str = "global"  # global: one ranking per kind over all layers | layerwise: the schedule in every layer
     score_examples: int = 1024  # training prompts the gradient score averages over
     # no_retrain: fractions of each kind's units removed, the kinds and the scores (random: the control)
     grid: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], metadata=NO_HASH)
     grid_units: list[str] = field(default_factory=lambda: ["heads", "mlp_blocks", "mlp_units"], metadata=NO_HASH)
-    grid_scores: list[str] = field(default_factory=lambda: ["magnitude", "gradient", "random"], metadata=NO_HASH)
+    # magnitude and gradient rank heads and FFN units/blocks; gradient, angular (Gromov et al. 2024) and single (the
+    # loss rise when a layer alone is removed) rank layers; random is the control. Each kind gets the scores that apply.
+    grid_scores: list[str] = field(
+        default_factory=lambda: ["magnitude", "gradient", "angular", "single", "random"], metadata=NO_HASH
+    )
     random_draws: int = field(default=5, metadata=NO_HASH)  # random removals averaged per grid point
+    # A removable fraction is claimed only when dense test accuracy beats chance by at least this (0.1 = 10 points).
+    min_above_chance: float = field(default=0.1, metadata=NO_HASH)
+    # Dead FFN units (pretrained no_retrain): a gated or GELU unit is dead when its largest |activation| over the
+    # prompts' tokens is below this fraction of its layer's mean |activation|; a ReLU unit when it is 0 on them all.
+    census_relative: float = field(default=0.01, metadata=NO_HASH)
+    # Pretrained no_retrain: prompts per forward (and backward) pass; null: the most that fit in memory_gb (GiB) with
+    # the weights (lottery/structured/budget.py). Memory and speed only.
+    batch_size: int | None = field(default=None, metadata=NO_HASH)
+    memory_gb: float = field(default=2.0, metadata=NO_HASH)
 
 
 @dataclass
@@ -362,6 +404,7 @@ def register() -> None:
     cs.store(group="data", name="icl_recall_schema", node=RecallDataConfig)
     cs.store(group="data", name="icl_regression_schema", node=RegressionDataConfig)
     cs.store(group="data", name="icl_text_schema", node=TextDataConfig)
+    cs.store(group="data", name="lm_text_schema", node=LMTextDataConfig)
     cs.store(group="optim", name="adam_schema", node=AdamConfig)
     cs.store(group="optim", name="sgd_schema", node=SGDConfig)
     cs.store(group="schedule", name="schedule_schema", node=ScheduleConfig)

@@ -30,6 +30,7 @@ from lottery.imp import run_cohort_trunk, run_trunk
 from lottery.reports import tickets
 from lottery.reports.console import say
 from lottery.reports.start import found_line
+from lottery.structured.pretrained import run_pretrained, scores_as_loaded
 from lottery.structured.run import finish_structured
 from lottery.training.progress import checkpoint_step
 from lottery.training.tracking import Tracker
@@ -52,6 +53,12 @@ def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[s
     trackers = [trunk_tracker] if branch is None else [trunk_tracker, Tracker(cfg, paths, resolved, branch=folder)]
     job_tracker = trackers[-1]  # the run that gets this job's summary
     try:
+        if scores_as_loaded(cfg):  # the pretrained model as loaded: no levels, no weights, the grid is the study
+            with exclusive(paths.seed_dir / ".lock", "the pretrained study", wait):
+                _remove(paths.seed_dir.rglob(".*.tmp"))
+                artifacts.write_text(config_yaml, paths.config)
+                run_pretrained(setup, trunk_tracker)
+            return []
         with exclusive(paths.seed_dir / ".lock", "the trunk", wait):
             # Temporary files of a killed writer are never valid artifacts; the lock says nobody writes these now.
             _remove(_trunk_temporaries(paths))

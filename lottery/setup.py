@@ -9,7 +9,7 @@ from it (`TensorDataModule.replace`); nothing changes a Setup after it is built.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -28,6 +28,7 @@ from lottery.core.pruning import Plan, PruningPlan
 from lottery.data.datamodule import TensorDataModule
 from lottery.guard import check_output_folder, estimate_bytes
 from lottery.structured.plan import StructuredPlan
+from lottery.structured.pretrained import scores_as_loaded
 from lottery.structured.scoring import UnitScorer
 from lottery.validate import (
     check_augment,
@@ -61,6 +62,9 @@ class Setup:
     paths: RunPaths
     base_inputs: dict[str, Any]  # hashed settings other than the sparsity schedule
     shapes: dict[str, tuple[int, ...]]  # shape of each pruned weight: the keys of every level's mask
+    # The network prepare() built, kept for a run that scores a pretrained model as loaded (loading is the slow part
+    # of such a run: a dequantized GGUF takes seconds); None for runs that build a fresh network per level.
+    loaded: torch.nn.Module | None = field(default=None, compare=False, repr=False)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -81,6 +85,10 @@ class Setup:
 
     def network(self, seed: int | None = None) -> torch.nn.Module:
         return build_network(self.model_cfg, self.datamodule, seed)
+
+    def pretrained(self) -> torch.nn.Module:
+        """The pretrained network as loaded (the one prepare() built, if kept)."""
+        return self.loaded if self.loaded is not None else self.network()
 
     def lr_lambda(self):
         s = self.cfg.schedule
@@ -122,6 +130,7 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
     datamodule = carved.replace(total_steps=total)
     h, inputs = experiment_hash(cfg)
     network = build_network(model_cfg, datamodule)
+    as_loaded = scores_as_loaded(cfg)
     weights = M.prunable_weights(network)
     schedule = sparsity_schedule(cfg)
     levels = schedule.resolve_levels(cfg.levels)
@@ -155,10 +164,12 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
         paths=RunPaths(root=cfg.root, name=cfg.name, hash=h, seed=cfg.seed),
         base_inputs=base_inputs,
         shapes={n: tuple(weights[n].shape) for n in plan.layers},
+        loaded=network if as_loaded else None,
     )
     check_finetune(cfg, setup.lr_lambda()(total))
     num_parameters = sum(p.numel() for p in network.parameters())
-    check_output_folder(setup.paths.seed_dir, estimate_bytes(num_parameters, setup.levels))
+    # Scoring as loaded writes scores and curves only (kilobytes); anything else writes weights per level.
+    check_output_folder(setup.paths.seed_dir, 1 << 20 if as_loaded else estimate_bytes(num_parameters, setup.levels))
     claim(setup.paths, inputs)
     return setup
 

@@ -78,7 +78,8 @@ def check_run(seen: list[dict], seed_dir) -> None:
     "switch,expect",
     [
         ("train.precision=bf16-mixed", {"precision": "bf16-mixed", "channels_last": False}),
-        ("trainer.channels_last=true", {"precision": "32-true", "channels_last": True}),
+        # a GPU switch, left off on the CPU (lottery/training/fast.py: torch's NHWC conv backward aborted there)
+        ("trainer.channels_last=true", {"precision": "32-true", "channels_last": False}),
     ],
 )
 def test_a_speed_switch_keeps_pruned_weights_exactly_zero(run_tiny, monkeypatch, switch, expect):
@@ -96,7 +97,7 @@ def test_compile_keeps_pruned_weights_exactly_zero_graph_capture(run_tiny, monke
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compile_(self, backend="aot_eager", **kw))
     seen = record_steps(monkeypatch)
     _, seed_dir = run_tiny(*SMALL_RESNET, *SGD, *SHORT, "trainer.compile=true", "trainer.channels_last=true")
-    assert all(s["compiled"] and s["channels_last"] for s in seen)
+    assert all(s["compiled"] and not s["channels_last"] for s in seen)  # channels_last: GPU only
     check_run(seen, seed_dir)
 
 

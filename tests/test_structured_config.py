@@ -58,8 +58,13 @@ def test_schema_defaults_are_pinned():
         "score_examples": 1024,
         "grid": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
         "grid_units": ["heads", "mlp_blocks", "mlp_units"],
-        "grid_scores": ["magnitude", "gradient", "random"],
+        "grid_scores": ["magnitude", "gradient", "angular", "single", "random"],
         "random_draws": 5,
+        "finetune": False,
+        "min_above_chance": 0.1,
+        "census_relative": 0.01,
+        "batch_size": None,
+        "memory_gb": 2.0,
     }
 
 

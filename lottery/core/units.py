@@ -1,9 +1,10 @@
 """Structured masks: whole attention heads, MLP hidden units and MLP blocks, in the same abstraction as weight masks.
 
-A unit mask is `{kind: bool tensor over the kind's grid}`: `heads` (layers, heads), `mlp_units` (layers, d_mlp) and
-`mlp_blocks` (layers,). A `UnitLayout` says which weight slices each unit owns: a head its rows of q, k, v and its
-columns of o; an MLP hidden unit its row of fc_in and column of fc_out; an MLP block all of fc_in and fc_out. Each
-model with units builds its own layout (lottery/models/transformer.py `layout`).
+A unit mask is `{kind: bool tensor over the kind's grid}`: `heads` (layers, heads), `mlp_units` (layers, d_mlp),
+`mlp_blocks` (layers,) and, for models that say which weights a whole decoder block owns, `layers` (layers,). A
+`UnitLayout` says which weight slices each unit owns: a head its rows of q, k, v and its columns of o; an MLP hidden
+unit its row of fc_in and column of fc_out; an MLP block all of fc_in and fc_out. Each model with units builds its own
+layout (lottery/models/transformer.py `layout`).
 
 `expand` turns a unit mask into a plain weight Mask (lottery/core/masks.py), so structured pruning reuses everything
 weight pruning has: the masked fill after each optimizer step, rewinding, checkpoints and mask.pt files. `contract`
@@ -20,7 +21,7 @@ import torch
 
 from lottery.core.masks import Mask
 
-KINDS = ("heads", "mlp_units", "mlp_blocks")
+KINDS = ("heads", "mlp_units", "mlp_blocks", "layers")  # layers: whole decoder blocks (pretrained models)
 UnitMask = dict[str, torch.Tensor]
 
 

@@ -1,6 +1,7 @@
 """Datasets, all available offline: MNIST-1D and a CIFAR-10-shaped set (generated), sklearn digits (shipped),
-MNIST/Fashion-MNIST (IDX files), CIFAR-10 (python-pickle batches) and in-context learning prompts (generated,
-lottery/data/icl.py)."""
+MNIST/Fashion-MNIST (IDX files), CIFAR-10 (python-pickle batches), in-context learning prompts (generated,
+lottery/data/icl.py; few-shot text, lottery/data/text_icl.py) and plain text for language modelling
+(lottery/data/lm_text.py)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ def load(
         from lottery.data.text_icl import load_text
 
         return load_text(settings)
+    if name == "lm_text":  # likewise
+        from lottery.data.lm_text import load_lm
+
+        return load_lm(settings)
     if name in ICL_DATASETS:
         return load_icl(settings)
     if name == "mnist1d":

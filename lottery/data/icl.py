@@ -29,7 +29,9 @@ from lottery.core.seeds import derive_seed
 from lottery.data.splits import Splits
 from lottery.data.tasks import IGNORE, Regression, TokenRecall
 
-ICL_DATASETS = ("icl_recall", "icl_regression", "icl_text")  # icl_text: lottery/data/text_icl.py
+# The sequence datasets transformers read. icl_text: lottery/data/text_icl.py; lm_text (plain text, next-token
+# prediction rather than in-context prompts): lottery/data/lm_text.py
+ICL_DATASETS = ("icl_recall", "icl_regression", "icl_text", "lm_text")
 
 
 def _generator(seed: int, stream: int) -> torch.Generator:
@@ -86,6 +88,10 @@ def check_settings(settings: Any) -> None:
         from lottery.data.text_icl import check_text_settings
 
         return check_text_settings(settings)
+    if settings.name == "lm_text":
+        from lottery.data.lm_text import check_lm_settings
+
+        return check_lm_settings(settings)
     positive("num_train", 2)
     positive("num_test")
     if settings.name == "icl_recall":

@@ -60,6 +60,7 @@ class TokenRecall:
     vocabulary; accuracy is the share of queries whose most likely token is the right value."""
 
     kind = "classification"
+    token_accuracy = True  # accuracy over scored tokens (lottery/structured/probe.py)
 
     def __init__(self, n_values: int) -> None:
         self.n_values = n_values

@@ -20,9 +20,14 @@ def _wide(outputs: torch.Tensor) -> torch.Tensor:
 
 class ExactMatch:
     kind = "classification"
+    token_accuracy = False  # accuracy counts whole prompts (every answer token right), not tokens
 
-    def __init__(self, n_answers: int) -> None:
+    def __init__(self, n_answers: int, distinct_queries: int | None = None, name: str = "") -> None:
         self.n_answers = n_answers
+        # How many different test queries the test prompts ask (each is asked about equally often): an accuracy
+        # over 200 prompts that ask 17 queries is 17 facts, not 200, which a report should say.
+        self.distinct_queries = distinct_queries
+        self.name = name  # the task's name in reports: data.task, or the stem of data.task_file
 
     @staticmethod
     def split(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

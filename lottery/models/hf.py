@@ -15,12 +15,18 @@ d loss / d gate is the gradient importance of Michel et al. 2019.
 Token tasks whose vocabulary is their own (data=icl_recall) are mapped into the model's: task token i is model token
 `token_offset + i`, and the outputs are the logits of those tokens. Text tasks (data=icl_text) use the model's
 tokenizer, so their tokens are the model's (the identity map, all logits).
+
+`model.gguf_file` names a GGUF file inside the folder model.path (llama.cpp's format, weights and tokenizer in one
+file, usually quantized): transformers' own GGUF support dequantizes it to a plain model of its family (float32), so
+everything above applies unchanged; `quantization` says which file type the weights came from ("Q4_1", ...).
 """
 
 from __future__ import annotations
 
 import json
+import mmap
 import os
+import struct
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,6 +38,10 @@ from lottery.models import hf_families as fam
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+# GGUF general.architecture -> model_type, for the architectures that transformers' GGUF loader reads and
+# hf_families.FAMILIES covers (llama.cpp writes Mistral models as "llama"; it has no GPT-NeoX loader in transformers,
+# and OPT has no GGUF form)
+GGUF_MODEL_TYPES = {"llama": "llama", "gpt2": "gpt2"}
 
 
 class HFModelError(ValueError):
@@ -50,15 +60,109 @@ def _looks_local(path: str) -> bool:
     return path.startswith(("/", ".", "~")) or path.count("/") > 1 or os.sep in path.replace("/", "")
 
 
-def model_type(path: str, local_files_only: bool | None = None) -> str:
-    """config.json's model_type, read without loading any weights."""
+def gguf_path(path: str, gguf_file: str) -> Path:
+    """The GGUF file `gguf_file` inside the folder `path`, or HFModelError naming what is there instead."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise HFModelError(
+            f"model.gguf_file={gguf_file!r} is read from the folder model.path, and model.path={path!r} is not a "
+            "folder; give the folder that holds the .gguf file (download it first: hub GGUF repos are not fetched)"
+        )
+    file = folder / gguf_file
+    if not file.is_file():
+        there = sorted(f.name for f in folder.glob("*.gguf"))
+        fix = f"the GGUF files {', '.join(there)}; give one of those" if there else "no .gguf file; give its folder"
+        raise HFModelError(f"model.gguf_file={gguf_file!r} is not a file in model.path={path!r}, which holds {fix}")
+    return file
+
+
+# GGUF metadata value types (the GGUF spec): fixed-width struct formats; 8 is a string, 9 an array
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def _gguf_value(buf: mmap.mmap, pos: int, kind: int) -> tuple[object, int]:
+    """One metadata value and the offset past it. Arrays (the vocabulary, 100k strings in a real file) are walked
+    and returned as None: nothing here needs them, and decoding them would cost seconds."""
+    if kind in _GGUF_SCALARS:
+        return struct.unpack_from(_GGUF_SCALARS[kind], buf, pos)[0], pos + struct.calcsize(_GGUF_SCALARS[kind])
+    if kind == 8:
+        (n,) = struct.unpack_from("<Q", buf, pos)
+        return bytes(buf[pos + 8 : pos + 8 + n]).decode("utf-8", "replace"), pos + 8 + n
+    if kind == 9:
+        item, count = struct.unpack_from("<IQ", buf, pos)
+        pos += 12
+        if item in _GGUF_SCALARS:
+            return None, pos + count * struct.calcsize(_GGUF_SCALARS[item])
+        for _ in range(count):
+            _, pos = _gguf_value(buf, pos, item)
+        return None, pos
+    raise ValueError(f"unknown GGUF metadata value type {kind}")
+
+
+def gguf_header(file: Path) -> tuple[dict[str, object], list[int]]:
+    """A GGUF file's metadata (arrays left out) and its tensors' ggml types, read from the memory-mapped header
+    alone: no tensor data is touched, so a 100 MB file answers in milliseconds (gguf.GGUFReader takes seconds)."""
+    with open(file, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        if buf[:4] != b"GGUF":
+            raise HFModelError(f"{str(file)!r} is not a GGUF file (no GGUF magic bytes); give a .gguf file")
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
+        if version < 2:  # v1 counted in 32 bits; llama.cpp has written v2+ since 2023
+            raise HFModelError(f"{str(file)!r} is GGUF v{version}; convert it again with a current llama.cpp")
+        pos, metadata = 24, {}
+        for _ in range(n_kv):
+            key, pos = _gguf_value(buf, pos, 8)
+            (kind,) = struct.unpack_from("<I", buf, pos)
+            metadata[key], pos = _gguf_value(buf, pos + 4, kind)
+        types = []
+        for _ in range(n_tensors):  # name, n_dims, dims, ggml type, offset
+            _, pos = _gguf_value(buf, pos, 8)
+            (n_dims,) = struct.unpack_from("<I", buf, pos)
+            pos += 4 + 8 * n_dims
+            types.append(struct.unpack_from("<I", buf, pos)[0])
+            pos += 12
+    return metadata, types
+
+
+def gguf_model_type(path: str, gguf_file: str) -> str:
+    """The model_type of a GGUF file's architecture, from its metadata only."""
+    arch = gguf_header(gguf_path(path, gguf_file))[0].get("general.architecture")
+    if arch not in GGUF_MODEL_TYPES:
+        raise HFModelError(
+            f"model.gguf_file={gguf_file!r} holds a {arch!r} model; model=hf reads GGUF files of the architectures "
+            f"{', '.join(GGUF_MODEL_TYPES)} (those transformers' GGUF loader and lottery's families both cover); "
+            "give such a file, or a folder written by save_pretrained"
+        )
+    return GGUF_MODEL_TYPES[arch]
+
+
+def gguf_quantization(path: str, gguf_file: str) -> str:
+    """The file type of a GGUF file's weights: "Q4_1", "Q8_0", ..., or "F32"/"F16"/"BF16" for unquantized ones.
+    llama.cpp records it as general.file_type; files without it are named by their commonest tensor type."""
+    import gguf
+
+    metadata, types = gguf_header(gguf_path(path, gguf_file))
+    try:
+        name = gguf.LlamaFileType(metadata["general.file_type"]).name
+    except (KeyError, ValueError):  # absent, or a number this gguf package does not know
+        name = "GUESSED"
+    if name == "GUESSED":
+        name = gguf.GGMLQuantizationType(max(set(types), key=types.count)).name if types else "F32"
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+
+
+def model_type(path: str, local_files_only: bool | None = None, gguf_file: str | None = None) -> str:
+    """config.json's model_type (or the GGUF file's architecture), read without loading any weights."""
+    if gguf_file is not None:
+        return gguf_model_type(path, gguf_file)
     folder = Path(path).expanduser()
     if folder.is_dir():
         config = folder / "config.json"
         if not config.is_file():
+            ggufs = sorted(f.name for f in folder.glob("*.gguf"))
+            hint = f" (it holds GGUF files: give model.gguf_file={ggufs[0]})" if ggufs else ""
             raise HFModelError(
-                f"model.path={path!r} is a folder without config.json; give a folder written by save_pretrained "
-                "(config.json and the weights) or a hub id such as facebook/opt-125m"
+                f"model.path={path!r} is a folder without config.json{hint}; give a folder written by "
+                "save_pretrained (config.json and the weights) or a hub id such as facebook/opt-125m"
             )
         return json.loads(config.read_text()).get("model_type", "")
     if _looks_local(path):
@@ -77,9 +181,9 @@ def model_type(path: str, local_files_only: bool | None = None) -> str:
         ) from None
 
 
-def check_model(path: str, local_files_only: bool | None = None) -> str:
-    """The family of `path`, or HFModelError before any weights load."""
-    kind = model_type(path, local_files_only)
+def check_model(path: str, local_files_only: bool | None = None, gguf_file: str | None = None) -> str:
+    """The family of `path` (or of the GGUF file `gguf_file` in it), or HFModelError before any weights load."""
+    kind = model_type(path, local_files_only, gguf_file)
     if kind not in fam.FAMILIES:
         raise HFModelError(
             f"model.path={path!r} is a {kind or 'model without a model_type'!r} model; model=hf supports the "
@@ -88,13 +192,19 @@ def check_model(path: str, local_files_only: bool | None = None) -> str:
     return kind
 
 
-def has_tokenizer(path: str) -> bool:
-    """Whether a tokenizer was saved beside the model (always assumed for hub ids, which the library resolves)."""
+def has_tokenizer(path: str, gguf_file: str | None = None) -> bool:
+    """Whether a tokenizer was saved beside the model (always assumed for hub ids, which the library resolves, and
+    for GGUF files, which hold their tokenizer)."""
+    if gguf_file is not None:
+        return True
     folder = Path(path).expanduser()
     return not folder.is_dir() or any((folder / f).is_file() for f in TOKENIZER_FILES)
 
 
 class HFCausalLM(nn.Module):
+    scores_positions = True  # forward(x, at=...) runs the output head on the scored positions only
+    skips_layers = True  # forward(x, skip=...) replaces whole decoder layers by the identity
+
     def __init__(
         self,
         input_shape: Sequence[int],
@@ -102,6 +212,7 @@ class HFCausalLM(nn.Module):
         path: str,
         dtype: str = "float32",
         token_offset: int = 0,
+        gguf_file: str | None = None,
         local_files_only: bool | None = None,
         width: float = 1.0,
     ) -> None:
@@ -110,7 +221,9 @@ class HFCausalLM(nn.Module):
             raise HFModelError(f"model.width={width}: a pretrained model has its own width; leave model.width=1.0")
         if dtype not in DTYPES:
             raise HFModelError(f"model.dtype={dtype!r} is not one of {list(DTYPES)}")
-        kind = check_model(path, local_files_only)
+        kind = check_model(path, local_files_only, gguf_file)
+        # which GGUF file type the weights were dequantized from, so a report can say the model was quantized
+        self.quantization = gguf_quantization(path, gguf_file) if gguf_file is not None else None
         from transformers import AutoModelForCausalLM
         from transformers.utils import logging
 
@@ -119,6 +232,7 @@ class HFCausalLM(nn.Module):
             str(Path(path).expanduser()) if Path(path).expanduser().is_dir() else path,
             dtype=DTYPES[dtype],
             local_files_only=offline(path, local_files_only),
+            gguf_file=gguf_file,
         )
         self.family_name, self.family = kind, fam.FAMILIES[kind]
         self.input_shape, self.num_classes = tuple(input_shape), num_classes
@@ -153,6 +267,7 @@ class HFCausalLM(nn.Module):
             d_ff=int(d_ff),
             down_bias=down.bias is not None,
             d_model=int(d_model),
+            o_bias=o.bias is not None,
         )
 
     def layout(self) -> UnitLayout:
@@ -162,19 +277,38 @@ class HFCausalLM(nn.Module):
 
     def prunable_weights(self) -> dict[str, nn.Parameter]:
         """The tensors that units own (lottery/core/masks.py asks a model for these when it can answer)."""
-        names = fam.weight_names(self.family, self.shape.n_layers, self.shape.down_bias)
+        names = fam.weight_names(self.family, self.shape.n_layers, self.shape.down_bias, o_bias=self.shape.o_bias)
         return {n: self.get_parameter(n) for n in names}
 
-    def forward(self, x: torch.Tensor, gates: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Logits (batch, T, num_classes). `gates`: optional {"heads": (B|1, layers, heads), "mlp_units":
-        (B|1, layers, d_ff), "mlp_blocks": (B|1, layers)} multipliers (full model only)."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        gates: Mapping[str, torch.Tensor] | None = None,
+        at: torch.Tensor | None = None,
+        skip: Sequence[int] = (),
+    ) -> torch.Tensor:
+        """Logits (batch, T, num_classes), or with `at` (a bool (batch, T) of the positions that are scored) only
+        those positions' logits, (at.sum(), num_classes): the output head then runs on the scored positions alone,
+        so memory does not grow with vocabulary x prompt length. `gates`: optional {"heads": (B|1, layers, heads),
+        "mlp_units": (B|1, layers, d_ff), "mlp_blocks": (B|1, layers), "layers": (B|1, layers)} multipliers (full model
+        only). `skip`: decoder layers replaced by the identity for this call (not even computed)."""
         ids = x if self.identity else self.token_ids[x]
         hooks = self._gate_hooks(gates) if gates else []
+        layers = self.decoder_layers()
+        kept = {i: layers[i] for i in skip}
         try:
-            logits = self.lm(input_ids=ids, use_cache=False).logits
+            for i in kept:
+                layers[i] = _Identity()
+            if at is None:
+                logits = self.lm(input_ids=ids, use_cache=False).logits
+            else:
+                hidden = self.lm.base_model(input_ids=ids, use_cache=False).last_hidden_state
+                logits = self.lm.get_output_embeddings()(hidden[at])
         finally:
             for hook in hooks:
                 hook.remove()
+            for i, layer in kept.items():
+                layers[i] = layer
         return logits if self.identity else logits[..., self.token_ids]
 
     def _gate_hooks(self, gates: Mapping[str, torch.Tensor]) -> list:
@@ -187,7 +321,30 @@ class HFCausalLM(nn.Module):
                 hooks.append(down.register_forward_pre_hook(_scale_inputs(gates["mlp_units"][:, layer], 1)))
             if "mlp_blocks" in gates:
                 hooks.append(down.register_forward_hook(_scale_output(gates["mlp_blocks"][:, layer])))
+            if "layers" in gates:
+                hooks.append(block.register_forward_hook(_scale_layer(gates["layers"][:, layer]), with_kwargs=True))
         return hooks
+
+
+class _Identity(nn.Module):
+    """A removed decoder layer: returns its input hidden states (every supported family passes them first)."""
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return hidden_states
+
+
+def _scale_layer(gate: torch.Tensor):
+    """A layer's output as input + gate * (output - input): the identity at 0, unchanged at 1, and d loss / d gate
+    is <dL/d out, the layer's contribution to the residual stream>."""
+
+    def hook(module, args, kwargs, out):
+        x = args[0] if args else kwargs["hidden_states"]
+        y = out[0] if isinstance(out, tuple) else out
+        g = gate.to(y.dtype).reshape(-1, *([1] * (y.dim() - 1)))
+        y = x + g * (y - x)
+        return (y, *out[1:]) if isinstance(out, tuple) else y
+
+    return hook
 
 
 def _scale_inputs(gate: torch.Tensor, width: int):

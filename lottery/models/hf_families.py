@@ -3,7 +3,9 @@ weight orientations, and the unit layout (lottery/core/units.py) built from them
 
 A head owns its query/key/value output features and its input columns of the attention output projection; an FFN
 (MLP) hidden unit its output feature of the up-projection(s) and its input column of the down-projection; a whole FFN
-block all of those and the down-projection's bias, so a removed block adds nothing at all to the residual stream.
+block all of those and the down-projection's bias, so a removed block adds nothing at all to the residual stream; a
+whole layer (decoder block) all of its heads and its FFN block and the attention output's bias, so a removed layer is
+exactly the identity (its input passes through the residual stream unchanged).
 Masking the output projection's inputs is what makes a head's contribution exactly zero (Transformers 5 has no
 `head_mask`); the q/k/v and up-projection slices make the magnitude score and the compact export see the whole unit.
 
@@ -70,6 +72,7 @@ class Shape:
     d_ff: int  # FFN hidden units per layer
     down_bias: bool  # the down-projection has a bias (GPT-2, OPT, NeoX)
     d_model: int  # the residual stream's width (the down-projection's outputs)
+    o_bias: bool = False  # the attention output projection has a bias (GPT-2, OPT, NeoX)
 
 
 def _out(conv1d: bool) -> int:
@@ -95,10 +98,11 @@ def head_slices(f: Family, p: str, h: int, s: Shape) -> tuple[Slice, ...]:
 def layout(f: Family, s: Shape, root: str = "lm.") -> UnitLayout:
     """The unit layout of a model of family `f` held at `root` (HFCausalLM keeps the library's model as `lm`)."""
     out, inp = _out(f.conv1d), 1 - _out(f.conv1d)
-    heads, units, blocks = [], [], []
+    heads, units, blocks, layers = [], [], [], []
     for layer in range(s.n_layers):
         p = f"{root}{f.layers}.{layer}."
-        heads += [head_slices(f, p, h, s) for h in range(s.n_heads)]
+        own_heads = [head_slices(f, p, h, s) for h in range(s.n_heads)]
+        heads += own_heads
         ups = [f"{p}{u}.weight" for u in f.up]
         down = f"{p}{f.down}.weight"
         units += [(*(Slice(u, out, j, j + 1) for u in ups), Slice(down, inp, j, j + 1)) for j in range(s.d_ff)]
@@ -106,18 +110,29 @@ def layout(f: Family, s: Shape, root: str = "lm.") -> UnitLayout:
         if s.down_bias:
             block += (Slice(f"{p}{f.down}.bias", 0, 0, s.d_model),)
         blocks.append(block)
+        # A whole block (layer): every head, the attention output's bias and the FFN block. With all of them zero the
+        # attention and the FFN add exactly nothing to the residual stream, so the layer is the identity.
+        o_bias = (Slice(f"{p}{f.o}.bias", 0, 0, s.d_model),) if s.o_bias else ()
+        layers.append(tuple(x for head in own_heads for x in head) + o_bias + block)
     return UnitLayout(
-        grids={"heads": (s.n_layers, s.n_heads), "mlp_units": (s.n_layers, s.d_ff), "mlp_blocks": (s.n_layers,)},
-        slices={"heads": tuple(heads), "mlp_units": tuple(units), "mlp_blocks": tuple(blocks)},
+        grids={
+            "heads": (s.n_layers, s.n_heads),
+            "mlp_units": (s.n_layers, s.d_ff),
+            "mlp_blocks": (s.n_layers,),
+            "layers": (s.n_layers,),
+        },
+        slices={"heads": tuple(heads), "mlp_units": tuple(units), "mlp_blocks": tuple(blocks), "layers": tuple(layers)},
     )
 
 
-def weight_names(f: Family, n_layers: int, down_bias: bool, root: str = "lm.") -> list[str]:
+def weight_names(f: Family, n_layers: int, down_bias: bool, root: str = "lm.", o_bias: bool = False) -> list[str]:
     """Every tensor a unit owns: the weights structured masks cover (HFCausalLM.prunable_weights)."""
     names = []
     for layer in range(n_layers):
         p = f"{root}{f.layers}.{layer}."
         names += [f"{p}{m}.weight" for m in (*f.qkv, f.o, *f.up, f.down)]
+        if o_bias:
+            names.append(f"{p}{f.o}.bias")
         if down_bias:
             names.append(f"{p}{f.down}.bias")
     return names

@@ -17,6 +17,9 @@ Writes, under a report folder it prints (default <first path>/report):
                                 structured runs only: surviving-head overlap across seeds, rank correlation of head
                                 importance across seeds and experiments, accuracy against heads removed
                                 (reports/heads.py)
+  task_overlap.json/.md         runs with no_retrain scores (two or more): rank correlation, top-k overlap against
+                                random and the common core of unit scores across tasks, shots and prompt samples
+                                (reports/task_overlap.py)
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from lottery.reports.heads import structured_report
 from lottery.reports.overlap import overlap_report
 from lottery.reports.plotting import plot
 from lottery.reports.stability import instability_report
+from lottery.reports.task_overlap import find_runs, task_overlap_report
 
 # test_acc: after the last step; early_stop_test_acc: at the evaluation step of minimum validation loss (LTH's metric)
 METRICS = ("test_acc", "early_stop_test_acc", "best_val_acc", "final_val_acc")
@@ -77,18 +81,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = [Path(p) for p in args.paths]
     experiments = collect(paths, args.name)
-    if not experiments:
+    scored = find_runs(paths, args.name)  # no_retrain scores: compared across tasks, shots and prompt samples
+    if not experiments and not scored:
         print(f"lottery-compare: error: no finished levels under {', '.join(map(str, paths))}")
         return 2
     out_dir = Path(args.out) if args.out else paths[0] / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
     console = make_console()
-    rows = accuracy_report(experiments, args.metric, out_dir, console)
-    overlaps = overlap_report(experiments, out_dir, console)
-    stability = instability_report(experiments, out_dir, console)
-    structured_report(experiments, out_dir, console)
-    if args.wandb != "disabled":
-        log_to_wandb(out_dir, rows, overlaps, args.wandb, stability)
+    if experiments:  # none when a folder holds only no_retrain results (copied off a cluster, say)
+        rows = accuracy_report(experiments, args.metric, out_dir, console)
+        overlaps = overlap_report(experiments, out_dir, console)
+        stability = instability_report(experiments, out_dir, console)
+        structured_report(experiments, out_dir, console)
+        if args.wandb != "disabled":
+            log_to_wandb(out_dir, rows, overlaps, args.wandb, stability)
+    task_overlap_report(scored, out_dir, console)  # writes nothing below two runs with scores
     console.print(f"report: {out_dir}")
     return 0
 

@@ -11,6 +11,7 @@ from lottery.data.icl import ICL_DATASETS, check_settings
 from lottery.models.mlp import scaled
 
 PROCEDURES = ("no_retrain", "imp", "both")
+GRID_SCORES = (*SCORES, "angular", "single", "random")  # lottery/structured/grid.py APPLIES says which kind gets which
 UNIT_SCOPES = ("global", "layerwise")
 
 
@@ -41,13 +42,14 @@ def check_hf(cfg: LotteryConfig) -> None:
     """model=hf: the path exists and holds a supported family, and a text task has a tokenizer; no weights load."""
     from lottery.models.hf import HFModelError, check_model, has_tokenizer
 
+    gguf_file = getattr(cfg.model, "gguf_file", None)
     try:
-        check_model(cfg.model.path, cfg.model.local_files_only)
+        check_model(cfg.model.path, cfg.model.local_files_only, gguf_file)
     except HFModelError as err:
         raise ConfigError(str(err)) from None
     if cfg.data.name == "icl_regression":
         raise ConfigError("data=icl_regression feeds vectors, which a pretrained LM cannot read; use data=icl_recall")
-    if cfg.data.name == "icl_text" and not has_tokenizer(cfg.model.path):
+    if cfg.data.name == "icl_text" and not has_tokenizer(cfg.model.path, gguf_file):
         raise ConfigError(
             f"data=icl_text needs the model's tokenizer, and model.path={cfg.model.path!r} holds none; save it "
             "beside the model (tokenizer.save_pretrained(model.path)) or use data=icl_recall"
@@ -98,7 +100,28 @@ def check_structured(cfg: LotteryConfig) -> None:
     if s.score_examples < 1:
         raise ConfigError(f"structured.score_examples={s.score_examples} must be a positive number of prompts")
     _subset("structured.grid_units", s.grid_units, KINDS)
-    _subset("structured.grid_scores", s.grid_scores, (*SCORES, "random"))
+    _subset("structured.grid_scores", s.grid_scores, GRID_SCORES)
+    if scratch and "layers" in [*s.units, *s.grid_units]:
+        raise ConfigError(
+            "unit kind layers (whole decoder blocks) is available for model=hf only; use structured.units and "
+            "structured.grid_units from heads, mlp_units, mlp_blocks"
+        )
+    if hf and s.procedure == "no_retrain" and not s.finetune and cfg.branch != "none":
+        raise ConfigError(
+            f"branch={cfg.branch} retrains levels, but structured.procedure=no_retrain scores the pretrained model as "
+            "loaded and trains nothing (its random removals are the control); use branch=none, or "
+            "structured.procedure=imp for structured IMP and its controls"
+        )
+    if s.finetune and not hf:
+        raise ConfigError("structured.finetune=true fine-tunes a pretrained model; it needs model=hf")
+    if not 0.0 <= s.min_above_chance < 1.0:
+        raise ConfigError(f"structured.min_above_chance={s.min_above_chance} must lie in [0, 1), e.g. 0.1")
+    if not 0.0 < s.census_relative < 1.0:
+        raise ConfigError(f"structured.census_relative={s.census_relative} must lie in (0, 1), e.g. 0.01")
+    if s.batch_size is not None and s.batch_size < 1:
+        raise ConfigError(f"structured.batch_size={s.batch_size} must be a positive number of prompts, or null")
+    if s.memory_gb <= 0:
+        raise ConfigError(f"structured.memory_gb={s.memory_gb} must be a positive number of GiB, e.g. 2.0")
     if not s.grid or any(not 0.0 < x < 1.0 for x in s.grid) or sorted(set(s.grid)) != list(s.grid):
         raise ConfigError(
             f"structured.grid={list(s.grid)} must be increasing fractions of units removed in (0, 1), e.g. [0.1, 0.5]"

@@ -5,6 +5,7 @@ heads_curve.png     test accuracy against the share of units removed, per unit k
 heads_survival.png  per layer x head: importance of each head by each score, crossed out where removal at the
                     removable fraction takes it; then the heads that survive each structured IMP level
 icl_by_context.png  accuracy by number of in-context examples: dense, and with heads removed
+layers.png          per decoder layer: test accuracy with that layer alone removed, and its angular distance
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import Any
 
 from lottery.reports.plotting import pyplot, save
 
-STYLE = {"magnitude": ("C0", "o", "-"), "gradient": ("C1", "s", "-"), "random": ("0.45", "x", "--")}
+STYLE = {
+    "magnitude": ("C0", "o", "-"),
+    "gradient": ("C1", "s", "-"),
+    "angular": ("C2", "D", "-"),
+    "single": ("C4", "v", "-"),
+    "random": ("0.45", "x", "--"),
+}
 BRANCH_STYLE = {"random_prune": ("0.3", "x", ":"), "oneshot": ("C2", "d", "-."), "random_reinit": ("C4", "^", ":")}
 
 
@@ -41,7 +48,9 @@ def plot_curves(report: dict[str, Any], out: Path) -> None:
             colour, marker, line = STYLE.get(score, ("C5", ".", "-"))
             xs = [0.0] + [100 * p["fraction"] for p in result["curve"]]
             ys = [dense] + [100 * p["acc"] for p in result["curve"]]
-            label = f"{score}, no retraining (removable {100 * result['removable_fraction']:.0f}%)"
+            fraction = result["removable_fraction"]
+            claimed = "not claimed" if fraction is None else f"{100 * fraction:.0f}%"
+            label = f"{score}, no retraining (removable {claimed})"
             ax.plot(xs, ys, color=colour, marker=marker, ls=line, ms=3, label=label)
             if score == "random":
                 sd = [0.0] + [100 * p["acc_sd"] for p in result["curve"]]
@@ -144,4 +153,23 @@ def plot_by_context(report: dict[str, Any], no_retrain: dict[str, Any] | None, o
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=6)
+    save(fig, out)
+
+
+def plot_layers(report: dict[str, Any], out: Path) -> None:
+    """Each layer removed alone: test accuracy (bars) against its angular distance (line, right axis)."""
+    plt = _plt()
+    rows = report["layer_removal"]
+    fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(rows) + 2), 4))
+    layers = [r["layer"] for r in rows]
+    ax.bar(layers, [100 * r["acc"] for r in rows], color="C0", alpha=0.7, label="accuracy, this layer removed")
+    _references(ax, report)
+    twin = ax.twinx()
+    twin.plot(layers, [r["angular_distance"] for r in rows], color="C2", marker="D", ms=3, label="angular distance")
+    twin.set_ylabel("angular distance of input and output (/ pi)")
+    ax.set_xlabel("decoder layer")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, fontsize=6, loc="lower right")
     save(fig, out)

@@ -11,7 +11,6 @@ point, and the scores themselves (for lottery-compare's rank correlations).
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +19,9 @@ import torch
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.pruning import keep_count
-from lottery.core.seeds import derive_seed
+from lottery.core.unit_scores import SCORES
 from lottery.core.units import expand, full_units, keep_top, random_scores
+from lottery.structured.grid import draw_seed, grid_record, mean_point
 from lottery.structured.scoring import UnitScorer, load_network
 
 if TYPE_CHECKING:
@@ -42,41 +42,9 @@ def evaluate(network: torch.nn.Module, task: Any, x: torch.Tensor, y: torch.Tens
     return {"acc": acc, "loss": loss, "by_context": task.by_context(outputs, y)}
 
 
-def draw_seed(seed: int, kind: str, draw: int) -> int:
-    """A seed per (run seed, kind, draw) for the random removals, apart from every training stream."""
-    tag = ["heads", "mlp_units", "mlp_blocks"].index(kind) + 101
-    return derive_seed(seed, tag, draw)
-
-
-def settings_of(setup: Setup) -> dict[str, Any]:
-    s = setup.cfg.structured
-    return {
-        "grid": list(s.grid),
-        "units": list(s.grid_units),
-        "scores": list(s.grid_scores),
-        "random_draws": s.random_draws,
-        "score_examples": s.score_examples,
-    }
-
-
-def _mean_point(points: list[dict[str, Any]]) -> dict[str, Any]:
-    accs, losses = [p["acc"] for p in points], [p["loss"] for p in points]
-    contexts = [p["by_context"] for p in points]
-    return {
-        "acc": statistics.fmean(accs),
-        "acc_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-        "loss": statistics.fmean(losses),
-        "by_context": {
-            "examples": contexts[0]["examples"],
-            "acc": [statistics.fmean(c["acc"][i] for c in contexts) for i in range(len(contexts[0]["acc"]))],
-            "count": contexts[0]["count"],
-        },
-    }
-
-
 def run_no_retrain(setup: Setup) -> dict[str, Any]:
     path = setup.paths.seed_dir / "no_retrain" / "results.json"
-    settings = settings_of(setup)
+    settings = grid_record(setup.cfg.structured, setup.cfg.ticket.match_tolerance)
     if path.is_file():
         previous = artifacts.read_json(path, "no-retrain results")
         if previous.get("settings") == settings:
@@ -88,7 +56,8 @@ def run_no_retrain(setup: Setup) -> dict[str, Any]:
     shapes = {n: tuple(w.shape) for n, w in M.prunable_weights(network).items()}
     dense = evaluate(network, dm.task, dm.x_test, dm.y_test)
     kinds = tuple(settings["units"])
-    learned = [s for s in settings["scores"] if s != "random"]
+    # a network trained from scratch has no layers kind: its scores are magnitude and gradient, and random removal
+    learned = [s for s in settings["scores"] if s in SCORES]
     scorer = UnitScorer(setup.network, dm, setup.cfg.structured.score_examples)
     scores = {s: scorer(weights, s, kinds, layout) for s in learned}
     alive = full_units(layout)
@@ -101,7 +70,7 @@ def run_no_retrain(setup: Setup) -> dict[str, Any]:
     for kind in kinds:
         n = layout.size(kind)
         curves[kind] = {}
-        for score in settings["scores"]:
+        for score in [s for s in settings["scores"] if s in (*SCORES, "random")]:
             points = []
             for fraction in settings["grid"]:
                 keep = keep_count(n, 1.0 - fraction)
@@ -112,10 +81,10 @@ def run_no_retrain(setup: Setup) -> dict[str, Any]:
                         kept = keep_top(random_scores(layout, (kind,), gen), alive, {kind: keep})
                         first = first or kept  # the surviving units shown for random: the first draw's
                         draws.append(removed_eval({**alive, **kept}))
-                    point, kept = _mean_point(draws), first
+                    point, kept = mean_point(draws), first
                 else:
                     kept = keep_top({kind: scores[score][kind]}, alive, {kind: keep})
-                    point = _mean_point([removed_eval({**alive, **kept})])
+                    point = mean_point([removed_eval({**alive, **kept})])
                 point |= {"fraction": fraction, "removed": n - keep, "kept": kept[kind].int().tolist()}
                 points.append(point)
             curves[kind][score] = points

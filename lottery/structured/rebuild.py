@@ -10,14 +10,19 @@ import torch
 import yaml
 from hydra.utils import instantiate
 
-from lottery.config import RecallDataConfig, RegressionDataConfig, TextDataConfig
+from lottery.config import LMTextDataConfig, RecallDataConfig, RegressionDataConfig, TextDataConfig
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.units import UnitMask, contract
 from lottery.data import load
 from lottery.data.splits import Splits
 
-DATA_SCHEMAS = {"icl_recall": RecallDataConfig, "icl_regression": RegressionDataConfig, "icl_text": TextDataConfig}
+DATA_SCHEMAS = {
+    "icl_recall": RecallDataConfig,
+    "icl_regression": RegressionDataConfig,
+    "icl_text": TextDataConfig,
+    "lm_text": LMTextDataConfig,
+}
 
 
 def run_config(seed_dir: Path) -> dict[str, Any]:

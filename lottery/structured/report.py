@@ -85,18 +85,7 @@ def write_report(setup: Setup, no_retrain: dict[str, Any] | None) -> dict[str, A
         "heads_grid": list(plan.layout.grids["heads"]),
     }
     if no_retrain is not None:
-        report["no_retrain"] = {
-            kind: {
-                score: {
-                    "removable_fraction": removable(
-                        [(p["fraction"], p["acc"]) for p in points], dense["acc"], tolerance
-                    ),
-                    "curve": [{k: p[k] for k in ("fraction", "removed", "acc", "acc_sd", "loss")} for p in points],
-                }
-                for score, points in by_score.items()
-            }
-            for kind, by_score in no_retrain["curves"].items()
-        }
+        report["no_retrain"] = no_retrain_section(no_retrain, dense["acc"], tolerance)
     branches = {branch_of(b): level_dirs(b) for b in branch_dirs(paths.seed_dir)}
     if len(trunk) > 1 or any(branches.values()):
         kinds = list(plan.kinds)
@@ -114,6 +103,78 @@ def write_report(setup: Setup, no_retrain: dict[str, Any] | None) -> dict[str, A
     plot_curves(report, paths.seed_dir / "heads_curve.png")
     plot_survival(report, no_retrain, paths.seed_dir / "heads_survival.png")
     plot_by_context(report, no_retrain, paths.seed_dir / "icl_by_context.png")
+    return report
+
+
+def no_retrain_section(results: dict[str, Any], dense_acc: float, tolerance: float) -> dict[str, Any]:
+    """Per kind and score: the removable fraction (None where dense accuracy is too close to chance to claim one)
+    and the curve."""
+    claimed = results.get("removable")
+    return {
+        kind: {
+            score: {
+                "removable_fraction": claimed[kind][score]
+                if claimed is not None
+                else removable([(p["fraction"], p["acc"]) for p in points], dense_acc, tolerance),
+                "curve": [{k: p[k] for k in ("fraction", "removed", "acc", "acc_sd", "loss")} for p in points],
+            }
+            for score, points in by_score.items()
+        }
+        for kind, by_score in results["curves"].items()
+    }
+
+
+def claim_line(dense_acc: float, chance: float, margin: float, meaningful: bool) -> str:
+    if meaningful:
+        return f"dense accuracy {dense_acc:.1%} is {dense_acc - chance:.1%} above chance ({chance:.1%})"
+    return (
+        f"dense accuracy {dense_acc:.1%} is less than {margin:.0%} above chance ({chance:.1%}): the model does not "
+        "do this task, so no removable fraction is claimed (structured.min_above_chance)"
+    )
+
+
+def write_pretrained_report(setup: Setup, results: dict[str, Any], tracker=None) -> dict[str, Any]:
+    """seed_<s>/structured.json and its figures for a pretrained model scored as loaded (no levels)."""
+    from lottery.reports.console import print_table
+    from lottery.structured.figures import plot_by_context, plot_curves, plot_layers, plot_survival
+    from lottery.structured.table import summary_table
+
+    dense, seed_dir = results["dense"], setup.paths.seed_dir
+    shape = results["model"]["shape"]
+    report: dict[str, Any] = {
+        "procedure": "no_retrain on the pretrained weights as loaded (nothing trained)",
+        "model": results["model"],
+        "data": results["data"],
+        "tolerance": results["tolerance"],
+        "dense": {"test_acc": dense["acc"], "test_loss": dense["loss"], "by_context": dense["by_context"]},
+        "chance": results["chance"],
+        "meaningful": results["meaningful"],
+        "claim": claim_line(dense["acc"], results["chance"], results["min_above_chance"], results["meaningful"]),
+        "unit_totals": results["totals"],
+        "heads_grid": [shape["n_layers"], shape["n_heads"]],
+        "no_retrain": no_retrain_section(results, dense["acc"], results["tolerance"]),
+    }
+    for key in ("layer_removal", "census", "run"):
+        if key in results:
+            report[key] = results[key]
+    if "combined" in results:
+        report["combined"] = {k: v for k, v in results["combined"].items() if k != "ffn_scores"}
+    artifacts.write_json(report, seed_dir / "structured.json")
+    figures = {
+        "curves": seed_dir / "heads_curve.png",
+        "survival": seed_dir / "heads_survival.png",
+        "by_context": seed_dir / "icl_by_context.png",
+        "layers": seed_dir / "layers.png",
+    }
+    plot_curves(report, figures["curves"])
+    plot_survival(report, results, figures["survival"])
+    if dense["by_context"] is not None:
+        plot_by_context(report, results, figures["by_context"])
+    if "layer_removal" in results:
+        plot_layers(report, figures["layers"])
+    print_table(summary_table(report))
+    if tracker is not None:
+        tracker.log_structured(report, {k: p for k, p in figures.items() if p.is_file()})
     return report
 
 

@@ -16,14 +16,20 @@ from lottery.data.datamodule import TensorDataModule
 
 
 def prepare_network(network: nn.Module, trainer: TrainerConfig) -> nn.Module:
-    """Apply channels_last and compile to a freshly built network, before its optimizer exists."""
-    if trainer.channels_last:
+    """Apply channels_last and compile to a freshly built network, before its optimizer exists. channels_last is
+    a GPU speed switch and is left off on the CPU: there torch 2.13's NHWC convolution backward aborted the process
+    (a double free inside autograd) on this project's AMD EPYC machines, and it buys nothing on a CPU."""
+    if trainer.channels_last and on_gpu(trainer):
         network = network.to(memory_format=torch.channels_last)  # 4-d (conv) weights only; Linear is unchanged
     if trainer.compile:
         # In place (nn.Module.compile), not `torch.compile(network)`: the wrapper that returns prefixes every
         # state-dict key with `_orig_mod.`, while masks, checkpoints and weights.pt name parameters plainly.
         network.compile()
     return network
+
+
+def on_gpu(trainer: TrainerConfig) -> bool:
+    return trainer.accelerator in ("gpu", "cuda") or (trainer.accelerator == "auto" and torch.cuda.is_available())
 
 
 def place_data(datamodule: TensorDataModule, device: torch.device, trainer: TrainerConfig) -> None:

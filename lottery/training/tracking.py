@@ -149,6 +149,43 @@ class Tracker:
         except Exception as err:
             self._fail("summary logging failed", err)
 
+    def log_structured(self, report: dict[str, Any], figures: dict[str, Any]) -> None:
+        """A structured study's report (no levels): dense accuracy, the removable fractions as summary values, the
+        curves, the layer-by-layer removals and the dead-unit census as tables, and the figures (the layer x head
+        heatmap among them)."""
+        if self._open() is None:
+            return
+        try:
+            import wandb
+
+            summary = self.run.summary
+            summary["structured/dense_test_acc"] = report["dense"]["test_acc"]
+            summary["structured/chance"] = report["chance"]
+            curves = wandb.Table(columns=["kind", "score", "fraction", "removed", "acc", "acc_sd", "loss"])
+            for kind, by_score in report.get("no_retrain", {}).items():
+                for score, result in by_score.items():
+                    if result["removable_fraction"] is not None:
+                        summary[f"structured/removable/{kind}/{score}"] = result["removable_fraction"]
+                    for p in result["curve"]:
+                        curves.add_data(kind, score, p["fraction"], p["removed"], p["acc"], p["acc_sd"], p["loss"])
+            payload: dict[str, Any] = {"structured/curves": curves}
+            if "layer_removal" in report:
+                layers = wandb.Table(columns=["layer", "acc", "loss", "angular_distance"])
+                for r in report["layer_removal"]:
+                    layers.add_data(r["layer"], r["acc"], r["loss"], r["angular_distance"])
+                payload["structured/layer_removal"] = layers
+            if "census" in report:
+                census = wandb.Table(columns=["layer", "dead", "units", "fraction"])
+                for r in report["census"]["per_layer"]:
+                    census.add_data(r["layer"], r["dead"], r["units"], r["fraction"])
+                payload["structured/dead_units"] = census
+                summary["structured/dead_fraction"] = report["census"]["fraction"]
+            for name, path in figures.items():
+                payload[f"structured/{name}"] = wandb.Image(str(path))
+            self.run.log(payload)
+        except Exception as err:
+            self._fail("structured report logging failed", err)
+
     def finish(self) -> None:
         if self.run is not None:
             try:

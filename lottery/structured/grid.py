@@ -1,0 +1,275 @@
+"""Pruning without retraining (the protocol of Bansal et al. 2023): score every unit once, remove the least important
+x% of one kind's units for each x in the grid, evaluate the rest as it is. Shared by a pretrained model scored as
+loaded (lottery/structured/pretrained.py) and a network trained from scratch to level 0 (no_retrain.py).
+
+Kinds: heads, mlp_units, mlp_blocks, layers (whole decoder blocks, removed as the identity). Each kind is pruned on
+its own, ranked over all layers together, by every score that applies to it:
+
+    magnitude  heads, FFN units and blocks: the L2 norm of the unit's weights
+    gradient   every kind: |<dL/dA_u, A_u>| (Michel et al. 2019), on the scoring prompts (never the test prompts)
+    angular    layers: the angular distance between a layer's input and output (Gromov et al. 2024)
+    single     layers: how much the scoring prompts' loss rises when that layer alone is removed
+    random     every kind: as many units at random, `random_draws` times (the control; mean and spread)
+
+`combined` is the paper's heads-then-FFN step: the heads removable within tolerance stay removed, the FFN blocks are
+scored again on that model (gradient) and removed on top of it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lottery.core.matching import last_matching
+from lottery.core.pruning import keep_count
+from lottery.core.seeds import derive_seed
+from lottery.core.unit_scores import magnitude_scores
+from lottery.core.units import UnitLayout, keep_top, random_scores
+from lottery.structured.probe import Probe, Prompts
+
+APPLIES = {
+    "magnitude": ("heads", "mlp_units", "mlp_blocks"),
+    "gradient": ("heads", "mlp_units", "mlp_blocks", "layers"),
+    "angular": ("layers",),
+    "single": ("layers",),
+    "random": ("heads", "mlp_units", "mlp_blocks", "layers"),
+}
+DRAW_TAGS = ("heads", "mlp_units", "mlp_blocks", "layers")  # stable order: a kind's random draws keep their seeds
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    grid: tuple[float, ...]  # fractions of a kind's units removed
+    units: tuple[str, ...]  # kinds
+    scores: tuple[str, ...]  # scores, applied to the kinds they apply to (APPLIES)
+    random_draws: int
+    tolerance: float  # accuracy below dense that still counts as "removable"
+    min_above_chance: float  # dense accuracy must beat chance by this much before a fraction is claimed
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(k, s) for k in self.units for s in self.scores if k in APPLIES[s]]
+
+
+def grid_record(s: Any, tolerance: float) -> dict[str, Any]:
+    """What a grid's results depend on beyond the hashed config (structured.grid* and friends are not hashed), kept in
+    results.json: a re-run recomputes the grid only when this changes."""
+    return {
+        "grid": list(s.grid),
+        "units": list(s.grid_units),
+        "scores": list(s.grid_scores),
+        "random_draws": s.random_draws,
+        "score_examples": s.score_examples,
+        "tolerance": tolerance,
+        "min_above_chance": s.min_above_chance,
+        "census_relative": s.census_relative,
+    }
+
+
+def draw_seed(seed: int, kind: str, draw: int) -> int:
+    """A seed per (run seed, kind, draw) for the random removals, apart from every training stream."""
+    return derive_seed(seed, DRAW_TAGS.index(kind) + 101, draw)
+
+
+def removable(points: Sequence[tuple[float, float]], dense_acc: float, tolerance: float) -> float:
+    """The largest fraction removed, walking `points` (fraction, accuracy) by increasing fraction, before the first
+    accuracy below dense_acc - tolerance (0.0 when the first point already fails)."""
+    best = last_matching(sorted(points), dense_acc, tolerance)  # the one definition (lottery/core/matching.py)
+    return 0.0 if best is None else best
+
+
+def meaningful(dense_acc: float, chance: float, margin: float) -> bool:
+    """Whether 'removable within tolerance' means anything: a model at chance loses nothing by losing any unit."""
+    return dense_acc - chance >= margin
+
+
+def mean_point(points: list[dict[str, Any]]) -> dict[str, Any]:
+    accs, losses = [p["acc"] for p in points], [p["loss"] for p in points]
+    out = {
+        "acc": statistics.fmean(accs),
+        "acc_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+        "loss": statistics.fmean(losses),
+        "loss_sd": statistics.stdev(losses) if len(losses) > 1 else 0.0,
+        "by_context": None,
+    }
+    contexts = [p["by_context"] for p in points]
+    if contexts[0] is not None:
+        out["by_context"] = {
+            "examples": contexts[0]["examples"],
+            "acc": [statistics.fmean(c["acc"][i] for c in contexts) for i in range(len(contexts[0]["acc"]))],
+            "count": contexts[0]["count"],
+        }
+    return out
+
+
+class Clock:
+    """Progress: one line per kind and score with the time it took and an estimate of the time left, from the
+    mean seconds of an evaluation so far (a grid is evaluations)."""
+
+    def __init__(self, evaluations: int, say: Callable[[str], None]) -> None:
+        self.total, self.done, self.seconds, self.say = evaluations, 0, 0.0, say
+
+    def timed(self, fn: Callable[[], Any], count: bool = True) -> Any:
+        start = time.perf_counter()
+        out = fn()
+        if count:
+            self.done += 1
+            self.seconds += time.perf_counter() - start
+        return out
+
+    def line(self, what: str, started: float) -> None:
+        per = self.seconds / max(self.done, 1)
+        left = per * max(self.total - self.done, 0)
+        self.say(
+            f"{what}: {time.perf_counter() - started:.1f} s ({per:.2f} s per evaluation; "
+            f"{self.done}/{self.total} evaluations, about {_minutes(left)} left)"
+        )
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def count_evaluations(s: GridSettings, n_layers: int) -> int:
+    n = sum(len(s.grid) * (s.random_draws if score == "random" else 1) for _, score in s.pairs())
+    if "layers" in s.units:
+        n += n_layers  # each layer removed alone, on the test prompts
+    if {"heads", "mlp_blocks"} <= set(s.units) and "gradient" in s.scores:
+        n += len(s.grid)  # heads then FFN blocks
+    return n + 1  # dense
+
+
+def run_grid(
+    probe: Probe,
+    test: Prompts,
+    scoring: Prompts,
+    layout: UnitLayout,
+    weights: Mapping[str, torch.Tensor],
+    s: GridSettings,
+    seed: int,
+    chance: float,
+    layers: Sequence[torch.nn.Module] = (),
+    say: Callable[[str], None] = lambda line: None,
+) -> dict[str, Any]:
+    """Every curve of the grid, the layer-by-layer removals, the combined heads-then-FFN curve and the scores."""
+    clock = Clock(count_evaluations(s, layout.grids["layers"][0] if "layers" in layout.grids else 0), say)
+    started = time.perf_counter()
+    dense = clock.timed(lambda: probe.evaluate(test))
+    ok = meaningful(dense["acc"], chance, s.min_above_chance)
+    say(f"dense: accuracy {dense['acc']:.2%}, loss {dense['loss']:.4f} (chance {chance:.2%})")
+    scores, layer_removal = _scores(probe, scoring, test, layout, weights, s, layers, clock)
+    clock.line("scores", started)
+    none = {k: torch.zeros(layout.grids[k], dtype=torch.bool) for k in s.units}
+    curves: dict[str, dict[str, list]] = {k: {} for k in s.units}
+    for kind, score in s.pairs():
+        started = time.perf_counter()
+        curves[kind][score] = _curve(probe.evaluate, clock, test, layout, kind, score, scores, s, seed, none)
+        clock.line(f"{kind} by {score}", started)
+    results: dict[str, Any] = {
+        "dense": dense,
+        "chance": chance,
+        "meaningful": ok,
+        "tolerance": s.tolerance,
+        "min_above_chance": s.min_above_chance,
+        "totals": {k: layout.size(k) for k in s.units},
+        "grids": {k: list(layout.grids[k]) for k in s.units},
+        "curves": curves,
+        "removable": {k: {sc: _removable(c, dense, s, ok) for sc, c in by.items()} for k, by in curves.items()},
+        "scores": {name: {k: v.tolist() for k, v in by_kind.items()} for name, by_kind in scores.items()},
+    }
+    if layer_removal is not None:
+        results["layer_removal"] = layer_removal
+    if {"heads", "mlp_blocks"} <= set(s.units) and "gradient" in s.scores:
+        started = time.perf_counter()
+        results["combined"] = _combined(probe, clock, test, scoring, layout, s, scores, results, none, ok)
+        clock.line("heads then FFN blocks", started)
+    return results
+
+
+def _removable(points: list[dict[str, Any]], dense: dict[str, Any], s: GridSettings, ok: bool) -> float | None:
+    return removable([(p["fraction"], p["acc"]) for p in points], dense["acc"], s.tolerance) if ok else None
+
+
+def _scores(probe, scoring, test, layout, weights, s, layers, clock) -> tuple[dict, list | None]:
+    kinds = s.units
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    if "magnitude" in s.scores and any(k in APPLIES["magnitude"] for k in kinds):
+        out["magnitude"] = magnitude_scores(weights, layout, [k for k in kinds if k in APPLIES["magnitude"]])
+    if "gradient" in s.scores:
+        out["gradient"] = probe.gradient_scores(scoring, {k: layout.grids[k] for k in kinds})
+    layer_removal = None
+    if "layers" in kinds:
+        n = layout.grids["layers"][0]
+        if len(layers) != n:
+            raise ValueError(f"layer scores need the network's {n} decoder layers, got {len(layers)}")
+        angular = probe.angular_distances(scoring, layers)  # cheap (one pass), and layer_removal lists it
+        out["angular"] = {"layers": angular}
+        base = probe.evaluate(scoring)["loss"]
+        rises, layer_removal = [], []
+        for i in range(n):
+            alone = {"layers": torch.arange(n) == i}
+            rises.append(probe.evaluate(scoring, alone)["loss"] - base)
+            on_test = clock.timed(lambda alone=alone: probe.evaluate(test, alone))
+            layer_removal.append(
+                {"layer": i, "acc": on_test["acc"], "loss": on_test["loss"], "angular_distance": float(angular[i])}
+            )
+        out["single"] = {"layers": torch.tensor(rises, dtype=torch.float64)}
+    return out, layer_removal
+
+
+def _curve(evaluate, clock, test, layout, kind, score, scores, s, seed, none) -> list[dict[str, Any]]:
+    n, points = layout.size(kind), []
+    alive = {kind: torch.ones(layout.grids[kind], dtype=torch.bool)}
+    for fraction in s.grid:
+        keep = keep_count(n, 1.0 - fraction)
+        if score == "random":
+            draws, first = [], None
+            for draw in range(s.random_draws):
+                gen = torch.Generator().manual_seed(draw_seed(seed, kind, draw))
+                kept = keep_top(random_scores(layout, (kind,), gen), alive, {kind: keep})
+                first = first if first is not None else kept  # the surviving units shown for random: the first draw's
+                draws.append(clock.timed(lambda kept=kept: evaluate(test, {**none, kind: ~kept[kind]})))
+            point, kept = mean_point(draws), first
+        else:
+            kept = keep_top({kind: scores[score][kind]}, alive, {kind: keep})
+            point = mean_point([clock.timed(lambda kept=kept: evaluate(test, {**none, kind: ~kept[kind]}))])
+        point |= {"fraction": fraction, "removed": n - keep, "kept": kept[kind].int().tolist()}
+        points.append(point)
+    return points
+
+
+def _combined(probe, clock, test, scoring, layout, s, scores, results, none, ok) -> dict[str, Any]:
+    """Heads first (at the largest fraction any score removes within tolerance), then FFN blocks on top."""
+    head_fractions = results["removable"]["heads"]
+    learned = {sc: f for sc, f in head_fractions.items() if sc != "random" and f}
+    if not ok or not learned:
+        return {"note": "no heads are removable within tolerance, so nothing is removed before the FFN blocks"}
+    head_score = max(learned, key=lambda sc: (learned[sc], sc == "gradient"))
+    fraction = learned[head_score]
+    n = layout.size("heads")
+    alive = {"heads": torch.ones(layout.grids["heads"], dtype=torch.bool)}
+    heads_kept = keep_top({"heads": scores[head_score]["heads"]}, alive, {"heads": keep_count(n, 1.0 - fraction)})
+    base = {**none, "heads": ~heads_kept["heads"]}
+    ffn = probe.gradient_scores(scoring, {"mlp_blocks": layout.grids["mlp_blocks"]}, removed=base)["mlp_blocks"]
+    start = probe.evaluate(test, base)
+    points, m = [], layout.size("mlp_blocks")
+    block_alive = {"mlp_blocks": torch.ones(layout.grids["mlp_blocks"], dtype=torch.bool)}
+    for f in s.grid:
+        kept = keep_top({"mlp_blocks": ffn}, block_alive, {"mlp_blocks": keep_count(m, 1.0 - f)})
+        removed = {**base, "mlp_blocks": ~kept["mlp_blocks"]}
+        point = mean_point([clock.timed(lambda removed=removed: probe.evaluate(test, removed))])
+        points.append(point | {"fraction": f, "removed": m - keep_count(m, 1.0 - f)})
+    dense_acc = results["dense"]["acc"]
+    return {
+        "heads_score": head_score,
+        "heads_fraction": fraction,
+        "heads_only": {"acc": start["acc"], "loss": start["loss"]},
+        "ffn_score": "gradient (re-scored with those heads removed)",
+        "curve": points,
+        "removable_fraction": removable([(p["fraction"], p["acc"]) for p in points], dense_acc, s.tolerance),
+        "ffn_scores": ffn.tolist(),
+    }

@@ -1,0 +1,172 @@
+"""The published protocol on a pretrained model (Bansal et al. 2023): model=hf with structured.procedure=no_retrain
+scores and removes units of the weights as loaded. Nothing trains and no weights are written: the artifacts are the
+scores, the removal curves, the layer-by-layer removals, the dead-unit census and the report.
+
+    lottery model=hf model.path=../shared/models/smollm2-135m-instruct-gguf \\
+        model.gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf data=icl_text data.task=capitals \\
+        pruning.strategy=structured structured.procedure=no_retrain "structured.grid_units=[heads,mlp_blocks,layers]"
+
+Fine-tuning first (training level 0 on the task's prompts, then the grid on its weights) stays possible, named:
+structured.finetune=true. Everything runs on the trainer's device (trainer=gpu: the GPU) in model.dtype, in batches
+sized from structured.memory_gb (or structured.batch_size), on every core of this process on a CPU.
+
+Files, under seed_<s>/: no_retrain/results.json (recomputed only when its settings change), structured.json and its
+figures (heads_curve.png, heads_survival.png, icl_by_context.png, layers.png).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lottery.core import artifacts
+from lottery.data.tasks import IGNORE
+from lottery.reports.console import say
+from lottery.structured.budget import batch_size_for
+from lottery.structured.grid import GridSettings, grid_record, run_grid
+from lottery.structured.probe import Probe, Prompts
+
+if TYPE_CHECKING:
+    from lottery.setup import Setup
+    from lottery.training.tracking import Tracker
+
+
+def scores_as_loaded(cfg: Any) -> bool:
+    """Whether this run scores the pretrained weights as they are (no level is trained)."""
+    return cfg.model.name == "hf" and cfg.structured.procedure == "no_retrain" and not cfg.structured.finetune
+
+
+def device_of(accelerator: str) -> torch.device:
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"trainer.accelerator={accelerator} but torch sees no CUDA GPU; use trainer=cpu")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def use_all_cores(device: torch.device, threads: int | None) -> int:
+    """A pretrained study is one process doing forward passes: on a CPU it takes every core it may use, or more if
+    trainer.threads says so (the cpu trainer's default of 1 is meant for training jobs side by side)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if device.type == "cpu":
+        torch.set_num_threads(max(cores, threads or 1))
+    return torch.get_num_threads()
+
+
+def grid_settings(setup: Setup) -> GridSettings:
+    s = setup.cfg.structured
+    return GridSettings(
+        grid=tuple(s.grid),
+        units=tuple(s.grid_units),
+        scores=tuple(s.grid_scores),
+        random_draws=s.random_draws,
+        tolerance=setup.cfg.ticket.match_tolerance,
+        min_above_chance=s.min_above_chance,
+    )
+
+
+def settings_of(setup: Setup) -> dict[str, Any]:
+    return grid_record(setup.cfg.structured, setup.cfg.ticket.match_tolerance)
+
+
+def data_info(setup: Setup) -> dict[str, Any]:
+    d, dm = setup.cfg.data, setup.datamodule
+    info = {"name": d.name, "test_prompts": len(dm.x_test)}
+    for key in ("task", "task_file", "shots", "data_seed", "path", "context"):
+        if hasattr(d, key):
+            value = getattr(d, key)
+            info[key] = list(value) if isinstance(value, (list, tuple)) else value
+    distinct = getattr(dm.task, "distinct_queries", None)
+    if distinct is not None:
+        info["distinct_test_queries"] = distinct
+    return info
+
+
+def run_pretrained(setup: Setup, tracker: Tracker | None = None) -> dict[str, Any]:
+    """The study of one seed: results.json, structured.json and figures (reused when the settings are unchanged)."""
+    from lottery.structured.report import write_pretrained_report
+
+    path = setup.paths.seed_dir / "no_retrain" / "results.json"
+    settings = settings_of(setup)
+    if path.is_file():
+        previous = artifacts.read_json(path, "no-retrain results")
+        if previous.get("settings") == settings:
+            say(f"found {path}: the grid is done; re-writing the report only")
+            return write_pretrained_report(setup, previous, tracker)
+    results = measure(setup, settings)
+    artifacts.write_json(results, path)
+    return write_pretrained_report(setup, results, tracker)
+
+
+def measure(setup: Setup, settings: dict[str, Any]) -> dict[str, Any]:
+    from lottery.structured.census import ffn_census
+
+    cfg, dm = setup.cfg, setup.datamodule
+    device = device_of(cfg.trainer.accelerator)
+    threads = use_all_cores(device, cfg.trainer.threads)
+    started = time.perf_counter()
+    network = setup.pretrained().to(device)
+    test = Prompts.of(dm.task, dm.x_test, dm.y_test)
+    scoring = Prompts.of(dm.task, dm.x_train, dm.y_train).head(cfg.structured.score_examples)
+    kinds = tuple(cfg.structured.grid_units)
+    backward = "gradient" in cfg.structured.grid_scores or {"heads", "mlp_blocks"} <= set(kinds)
+    batch = cfg.structured.batch_size or batch_size_for(network, test.x.shape[1], cfg.structured.memory_gb, backward)
+    probe = Probe(network, dm.task, device, batch)
+    say(
+        f"scoring {type(network.lm).__name__} as loaded on {device} ({network.lm.dtype}, {threads} threads), "
+        f"{len(test)} test and {len(scoring)} scoring prompts, {batch} per batch; nothing is trained"
+    )
+    weights = {n: p.detach() for n, p in network.named_parameters()}
+    results = run_grid(
+        probe,
+        test,
+        scoring,
+        network.layout(),
+        weights,
+        grid_settings(setup),
+        cfg.seed,
+        dm.task.chance(dm.y_test),
+        layers=list(network.decoder_layers()),
+        say=say,
+    )
+    ids, real = _census_batches(test, batch)
+    results["census"] = ffn_census(network, ids, relative=cfg.structured.census_relative, mask=real)
+    say(f"dead FFN units: {results['census']['dead_total']} of {results['census']['units_total']}")
+    info = data_info(setup) | {"scoring_prompts": len(scoring)}
+    results |= {
+        "settings": settings,
+        "data": info,
+        "model": model_info(setup, network),
+        "run": {
+            "device": str(device),
+            "threads": threads,
+            "batch_size": batch,
+            "seconds": time.perf_counter() - started,
+        },
+    }
+    return results
+
+
+def _census_batches(test: Prompts, batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Input ids per batch, and the tokens that count: every token up to each prompt's last scored position."""
+    at = test.targets != IGNORE
+    last = torch.where(at, torch.arange(at.shape[1]), -1).max(1).values
+    real = torch.arange(at.shape[1])[None, :] <= last[:, None]
+    starts = range(0, len(test), batch)
+    return [test.x[i : i + batch] for i in starts], [real[i : i + batch] for i in starts]
+
+
+def model_info(setup: Setup, network: Any) -> dict[str, Any]:
+    m = setup.cfg.model
+    return {
+        "path": m.path,
+        "gguf_file": getattr(m, "gguf_file", None),
+        "quantization": getattr(network, "quantization", None),
+        "family": network.family_name,
+        "dtype": m.dtype,
+        "parameters": sum(p.numel() for p in network.parameters()),
+        "shape": vars(network.shape),
+    }

@@ -1,0 +1,196 @@
+"""A network and its prompts on one device, measured in batches without training: accuracy and loss with units
+removed, the gradient importance of units, and the angular distance across each layer.
+
+Why not LevelModule.evaluate: that path keeps every position's logits of every prompt (for a 49,152-token vocabulary
+and 200 prompts of 60 tokens, 2.4 GB in float32) and moves weights in and out of the network through state dicts.
+Here removal is a gate (a multiplier of 0 on the unit's output, exactly what the zeroed weights give) or, for a whole
+layer, skipping it; the output head runs only at the positions that are scored (the answer's tokens, or every token of
+a language-modelling window); and batches bound the activations. Nothing here writes to the network's weights.
+
+Metrics follow the task's own definitions (lottery/data/text_task.py, lm_task.py): loss is the mean next-token
+negative log-likelihood over every scored token; accuracy is exact match of all of a prompt's scored tokens (a few-shot
+answer), or, for tasks with `token_accuracy = True` (language modelling), the share of scored tokens predicted right.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from lottery.data.tasks import IGNORE
+
+UnitMask = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Token inputs (n, T), the scored targets (n, T; IGNORE where nothing is scored) and, for few-shot tasks, each
+    prompt's number of demonstrations (n,)."""
+
+    x: torch.Tensor
+    targets: torch.Tensor
+    shots: torch.Tensor | None
+
+    @classmethod
+    def of(cls, task: Any, x: torch.Tensor, y: torch.Tensor) -> Prompts:
+        # token tasks without a split (associative recall) hold their targets alone, no numbers of demonstrations
+        targets, shots = task.split(y) if hasattr(task, "split") else (y, None)
+        if targets.shape != x.shape:
+            raise ValueError(f"targets of shape {tuple(targets.shape)} do not line up with inputs {tuple(x.shape)}")
+        return cls(x, targets, shots)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def head(self, n: int) -> Prompts:
+        return Prompts(self.x[:n], self.targets[:n], None if self.shots is None else self.shots[:n])
+
+
+def gates_of(removed: UnitMask, device: torch.device) -> dict[str, torch.Tensor]:
+    """Gates of 0 for removed units and 1 elsewhere, shaped (1, *grid) to broadcast over a batch (layers excluded:
+    removed layers are skipped, not gated)."""
+    return {k: (~r).float().unsqueeze(0).to(device) for k, r in removed.items() if k != "layers" and bool(r.any())}
+
+
+def skipped(removed: UnitMask) -> list[int]:
+    return torch.nonzero(removed["layers"]).flatten().tolist() if "layers" in removed else []
+
+
+class Probe:
+    """Measures `network` (an HFCausalLM, or any model whose forward takes `gates`) on prompts, `batch_size` at a
+    time, on `device`. The network is put in eval mode and its parameters stop requiring gradients: importance
+    gradients are taken with respect to the gates only."""
+
+    def __init__(self, network: torch.nn.Module, task: Any, device: torch.device, batch_size: int) -> None:
+        self.network, self.task, self.device, self.batch_size = network, task, torch.device(device), batch_size
+        self.token_accuracy = bool(getattr(task, "token_accuracy", False))
+        self.scored_logits = getattr(network, "scores_positions", False)  # HFCausalLM: head on scored positions
+        network.eval().requires_grad_(False)
+
+    # ---- batches
+    def batches(self, prompts: Prompts) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, slice]]:
+        """(inputs, scored positions, their targets, rows) per batch, cut after the batch's last scored position:
+        right padding beyond it changes nothing before it (causal attention), so it is never computed."""
+        for start in range(0, len(prompts), self.batch_size):
+            rows = slice(start, min(start + self.batch_size, len(prompts)))
+            targets = prompts.targets[rows]
+            at = targets != IGNORE
+            used = int(at.any(0).nonzero().max()) + 1 if bool(at.any()) else 1
+            x = prompts.x[rows, :used].to(self.device, non_blocking=True)
+            at = at[:, :used].to(self.device)
+            yield x, at, targets[:, :used].to(self.device)[at], rows
+
+    def logits(self, x: torch.Tensor, at: torch.Tensor, gates=None, skip: Sequence[int] = ()) -> torch.Tensor:
+        """Logits of the scored positions, (at.sum(), vocabulary)."""
+        if self.scored_logits:
+            return self.network(x, gates=gates, at=at, skip=skip)
+        if skip:
+            raise ValueError(f"{type(self.network).__name__} cannot skip whole layers")
+        return self.network(x, gates=gates)[at]
+
+    # ---- evaluation
+    @torch.no_grad()
+    def evaluate(self, prompts: Prompts, removed: UnitMask | None = None) -> dict[str, Any]:
+        """{acc, loss, by_context} with the `removed` units (True = removed) taken out."""
+        removed = removed or {}
+        gates, skip = gates_of(removed, self.device), skipped(removed)
+        n = len(prompts)
+        wrong = torch.zeros(n, dtype=torch.int64)
+        nll_rows = torch.zeros(n, dtype=torch.float64)
+        tokens_rows = torch.zeros(n, dtype=torch.int64)
+        for x, at, target, rows in self.batches(prompts):
+            logits = self.logits(x, at, gates or None, skip).float()
+            nll = F.cross_entropy(logits, target, reduction="none").double()
+            miss = (logits.argmax(-1) != target).long()
+            row = at.nonzero()[:, 0].cpu() + rows.start
+            wrong.index_add_(0, row, miss.cpu())
+            nll_rows.index_add_(0, row, nll.cpu())
+            tokens_rows.index_add_(0, row, torch.ones_like(row))
+        tokens = int(tokens_rows.sum())
+        loss = float(nll_rows.sum() / max(tokens, 1))
+        if self.token_accuracy:
+            acc = float(1.0 - wrong.sum().double() / max(tokens, 1))
+        else:
+            acc = float((wrong == 0).double().mean())
+        return {"acc": acc, "loss": loss, "by_context": self._by_context(prompts, wrong, nll_rows, tokens_rows)}
+
+    @staticmethod
+    def _by_context(prompts: Prompts, wrong, nll_rows, tokens_rows) -> dict[str, list] | None:
+        """Accuracy, loss and count per number of demonstrations (few-shot tasks; None otherwise)."""
+        if prompts.shots is None:
+            return None
+        hit, per_prompt = (wrong == 0).double(), nll_rows / tokens_rows.clamp(min=1)
+        ks = sorted(set(prompts.shots.tolist()))
+        return {
+            "examples": ks,
+            "acc": [float(hit[prompts.shots == k].mean()) for k in ks],
+            "loss": [float(per_prompt[prompts.shots == k].mean()) for k in ks],
+            "count": [int((prompts.shots == k).sum()) for k in ks],
+        }
+
+    # ---- importance
+    def gradient_scores(
+        self, prompts: Prompts, grids: Mapping[str, tuple[int, ...]], removed: UnitMask | None = None
+    ) -> dict[str, torch.Tensor]:
+        """I_u = mean over prompts of |dL(x)/dg_u| at the gates (Michel et al. 2019), L(x) the prompt's mean
+        next-token loss over its scored tokens; units in `removed` stay removed (their gates at 0) while scoring."""
+        removed = removed or {}
+        base, skip = gates_of(removed, self.device), skipped(removed)
+        sums = {k: torch.zeros(grid, dtype=torch.float64) for k, grid in grids.items()}
+        for x, at, target, _ in self.batches(prompts):
+            b = len(x)
+            gates = {
+                k: torch.ones((b, *grid), device=self.device).mul_(base[k] if k in base else 1.0).requires_grad_()
+                for k, grid in grids.items()
+            }
+            fixed = {k: g for k, g in base.items() if k not in gates}
+            with torch.enable_grad():
+                logits = self.logits(x, at, {**fixed, **gates}, skip).float()
+                nll = F.cross_entropy(logits, target, reduction="none")
+                row = at.nonzero()[:, 0]
+                per_prompt = torch.zeros(b, device=self.device).index_add(0, row, nll)
+                per_prompt = per_prompt / at.sum(1).clamp(min=1)
+                grads = torch.autograd.grad(per_prompt.sum(), list(gates.values()))
+            for kind, grad in zip(gates, grads, strict=True):
+                sums[kind] += grad.detach().abs().sum(0).double().cpu()
+        if len(prompts) == 0:
+            raise ValueError("gradient scores need at least one prompt")
+        return {k: s / len(prompts) for k, s in sums.items()}
+
+    @torch.no_grad()
+    def angular_distances(self, prompts: Prompts, layers: Sequence[torch.nn.Module]) -> torch.Tensor:
+        """Per layer: the mean over scored positions of arccos(cos(h_in, h_out)) / pi, the angular distance between a
+        layer's input and output hidden states (Gromov et al. 2024; ShortGPT's Block Influence is 1 - cos). Small means
+        the layer barely turns the residual stream: a candidate for removal."""
+        sums = torch.zeros(len(layers), dtype=torch.float64)
+        count = 0
+        state: dict[str, torch.Tensor] = {}
+        hooks = [
+            layer.register_forward_hook(_record(i, sums, state), with_kwargs=True) for i, layer in enumerate(layers)
+        ]
+        try:
+            for x, at, _, _ in self.batches(prompts):
+                state["at"] = at
+                self.logits(x, at)
+                count += int(at.sum())
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return sums / max(count, 1)
+
+
+def _record(index: int, sums: torch.Tensor, state: dict[str, torch.Tensor]) -> Callable:
+    def hook(module, args, kwargs, out):
+        x = args[0] if args else kwargs["hidden_states"]
+        y = out[0] if isinstance(out, tuple) else out
+        at = state["at"]
+        a, b = x.reshape(at.shape + x.shape[-1:])[at].double(), y.reshape(at.shape + y.shape[-1:])[at].double()
+        cos = F.cosine_similarity(a, b, dim=-1).clamp(-1.0, 1.0)
+        sums[index] += float((torch.arccos(cos) / math.pi).sum())
+
+    return hook

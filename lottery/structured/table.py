@@ -1,0 +1,52 @@
+"""The structured summary table a run prints: per procedure, score and unit kind, the share of units removable within
+tolerance and the accuracy there (from structured.json's report)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from lottery.branches.registry import BRANCHES
+
+
+def chosen_by(branch: str, score: str) -> str:
+    """What chose a branch's removed units: the run's score, chance, or (random_reinit) the trunk's mask."""
+    chooser = BRANCHES[branch].units_chosen_by if branch in BRANCHES else None
+    return score if chooser == "score" else (chooser or branch)
+
+
+def summary_table(report: dict[str, Any]) -> Table:
+    dense, tol = report["dense"]["test_acc"], report["tolerance"]
+    table = Table(title="units removable with at most the tolerated loss of test accuracy")
+    for column in ("procedure", "score", "unit kind", "removable", "accuracy there"):
+        table.add_column(column, justify="left" if column in ("procedure", "score", "unit kind") else "right")
+    for kind, by_score in report.get("no_retrain", {}).items():
+        for score, result in by_score.items():
+            fraction = result["removable_fraction"]
+            if fraction is None:  # dense is too close to chance to claim anything
+                table.add_row("no retraining", score, kind, "not claimed", "")
+                continue
+            at = [p["acc"] for p in result["curve"] if p["fraction"] == fraction]
+            table.add_row("no retraining", score, kind, f"{fraction:.0%}", f"{at[0]:.2%}" if at else f"{dense:.2%}")
+    imp = report.get("imp")
+    if imp:
+        # what chose the removed units: the score, chance, or (random_reinit) the trunk's mask
+        lines = [("IMP", imp["score"], imp["trunk"])]
+        lines += [(f"IMP {b}", chosen_by(b, imp["score"]), v) for b, v in imp["branches"].items()]
+        for name, score, summary in lines:
+            for kind, fraction in summary["removable"].items():
+                at = [r["test_acc"] for r in summary["levels"] if r["removed"][kind] == fraction]
+                table.add_row(name, score, kind, f"{fraction:.0%}", f"{max(at):.2%}" if at else f"{dense:.2%}")
+    combined = report.get("combined") or {}
+    if "curve" in combined:
+        fraction = combined["removable_fraction"]
+        at = [p["acc"] for p in combined["curve"] if p["fraction"] == fraction]
+        label = f"{combined['heads_fraction']:.0%} of heads ({combined['heads_score']}), then"
+        table.add_row(label, "gradient", "mlp_blocks", f"{fraction:.0%}", f"{at[0]:.2%}" if at else "")
+    table.caption = (
+        f"dense test accuracy {dense:.2%}, chance {report['chance']:.2%}, tolerance {tol:.1%} (ticket.match_tolerance)"
+    )
+    if "claim" in report:
+        table.caption += f"; {report['claim']}"
+    return table
