@@ -244,3 +244,20 @@ def test_scoring_memory_stays_bounded_with_a_large_vocabulary(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
     batch, peak_mb = map(int, out.stdout.split()[-2:])
     assert batch >= 1 and peak_mb < 1536, (batch, peak_mb)
+
+
+def test_fine_tuning_first_is_an_explicit_named_option(run_tiny, tmp_path):
+    folder = save_model(tmp_path / "llama", "llama")
+    grid = [g for g in GRID if not g.startswith("structured.grid_units")]
+    rows, seed_dir = run_tiny("model=hf", f"model.path={folder}", *RECALL, *grid, "structured.finetune=true")
+    assert [r["level"] for r in rows] == [0]  # level 0 fine-tuned, then the grid on its weights
+    assert (seed_dir / "level_0" / "weights.pt").is_file()
+    assert json.loads((seed_dir / "no_retrain" / "results.json").read_text())["curves"]["heads"]
+
+
+def test_a_branch_beside_scoring_as_loaded_is_refused(run_tiny, tmp_path):
+    from lottery.config import ConfigError
+
+    folder = save_model(tmp_path / "llama", "llama")
+    with pytest.raises(ConfigError, match="trains nothing"):
+        run_tiny("model=hf", f"model.path={folder}", *RECALL, *GRID, "branch=random_prune")

@@ -10,7 +10,9 @@ Heads, FFN units and FFN blocks are masked in the same weight masks as every oth
 hf_families.py says which slices each owns). `forward(x, gates=...)` multiplies each head's slice of the attention
 output projection's input, each FFN unit's input to the down-projection and each FFN block's output by a gate, with
 forward hooks on the library's modules (no `head_mask`, no patched source): at gates of one nothing changes, and
-d loss / d gate is the gradient importance of Michel et al. 2019.
+d loss / d gate is the gradient importance of Michel et al. 2019. A `layers` gate scales a whole decoder block's
+contribution to the residual stream; `forward(x, skip=[...])` replaces removed layers by the identity (not computed),
+and `forward(x, at=mask)` runs the output head only at the scored positions (lottery/structured/probe.py).
 
 Token tasks whose vocabulary is their own (data=icl_recall) are mapped into the model's: task token i is model token
 `token_offset + i`, and the outputs are the logits of those tokens. Text tasks (data=icl_text) use the model's
