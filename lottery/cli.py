@@ -99,10 +99,14 @@ def run_cohort_configs(jobs: list[tuple[Any, dict[str, Any], str]]) -> list[list
     from lottery.core import artifacts
     from lottery.job import run, run_cohort, run_cohort_branch
     from lottery.reports.table import print_ticket_table
+    from lottery.structured.pretrained import scores_as_loaded
 
     trunks = {str(setup.paths.seed_dir): (setup, r, y) for setup, r, y in reversed(jobs)}  # one per seed
     trunk_jobs = sorted(trunks.values(), key=lambda job: str(job[0].paths.seed_dir))
-    run_cohort([s for s, _, _ in trunk_jobs], [r for _, r, _ in trunk_jobs], [y for _, _, y in trunk_jobs])
+    # a pretrained model scored as loaded has no trunk to train: its jobs go straight to `run` below
+    trunk_jobs = [job for job in trunk_jobs if not scores_as_loaded(job[0].cfg)]
+    if trunk_jobs:
+        run_cohort([s for s, _, _ in trunk_jobs], [r for _, r, _ in trunk_jobs], [y for _, _, y in trunk_jobs])
     by_branch: dict[str, dict[str, tuple]] = {}
     for setup, r, y in jobs:
         branch = BRANCHES.get(setup.cfg.branch)
@@ -114,7 +118,8 @@ def run_cohort_configs(jobs: list[tuple[Any, dict[str, Any], str]]) -> list[list
     out = []
     for setup, resolved, config_yaml in jobs:
         out.append(run(setup, resolved, config_yaml))
-        print_ticket_table(artifacts.read_json(setup.paths.tickets, "tickets"), title=f"{setup.paths.seed_dir}")
+        if setup.paths.tickets.is_file():
+            print_ticket_table(artifacts.read_json(setup.paths.tickets, "tickets"), title=f"{setup.paths.seed_dir}")
     return out
 
 
