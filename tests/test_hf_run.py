@@ -96,6 +96,8 @@ def test_bad_input_is_refused_before_any_weights_load(run_tiny, tmp_path, monkey
     bare = save_model(tmp_path / "bare", "gpt2")  # no tokenizer beside it
     with pytest.raises(ConfigError, match="tokenizer"):
         run_tiny(*hf(bare), *TEXT)
+    with pytest.raises(ConfigError, match="data=lm_text needs the model's tokenizer"):
+        run_tiny(*hf(bare), "data=lm_text", "data.path=lottery/data/samples/stories.txt")
 
 
 def test_text_prompts_are_a_function_of_the_seed_and_keep_test_queries_out_of_training(opt):

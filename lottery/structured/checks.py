@@ -49,9 +49,9 @@ def check_hf(cfg: LotteryConfig) -> None:
         raise ConfigError(str(err)) from None
     if cfg.data.name == "icl_regression":
         raise ConfigError("data=icl_regression feeds vectors, which a pretrained LM cannot read; use data=icl_recall")
-    if cfg.data.name == "icl_text" and not has_tokenizer(cfg.model.path, gguf_file):
+    if cfg.data.name in ("icl_text", "lm_text") and not has_tokenizer(cfg.model.path, gguf_file):
         raise ConfigError(
-            f"data=icl_text needs the model's tokenizer, and model.path={cfg.model.path!r} holds none; save it "
+            f"data={cfg.data.name} needs the model's tokenizer, and model.path={cfg.model.path!r} holds none; save it "
             "beside the model (tokenizer.save_pretrained(model.path)) or use data=icl_recall"
         )
 
