@@ -36,7 +36,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from lottery.core.pruning import PruningConfigError
     from lottery.data import DatasetNotFoundError
     from lottery.guard import OutputFolderError, RunLockedError
-    from lottery.training.cohort import CohortError
 
     return (
         ArtifactError,
@@ -48,7 +47,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
         DatasetNotFoundError,
         OutputFolderError,
         RunLockedError,
-        CohortError,
     )
 
 

@@ -1,4 +1,4 @@
-"""The IMP driver: a plain loop over levels, one fresh Trainer.fit per level.
+"""The IMP driver: a plain loop over levels, one fresh Trainer.fit per level (of one seed, or of several in lock step).
 
     level 0: train the dense network from its seeded initialisation theta_0, saving the full state at step k
     level L: prune level L-1's trained weights (masks only shrink), rewind the survivors, train again
@@ -23,7 +23,7 @@ from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.reuse import reuse_level
 from lottery.setup import Setup
-from lottery.training import cohort_fit, fit, progress, results
+from lottery.training import fit, progress, results
 from lottery.training.starts import ticket_start
 from lottery.training.tracking import Tracker
 
@@ -72,13 +72,6 @@ def level_fit(setup: Setup, level: int, mask: M.Mask) -> fit.LevelFit:
     return fit.LevelFit(setup.paths.level(level), level, mask, ticket_start(setup, level), capture_rewind=level == 0)
 
 
-def train_level(setup: Setup, level: int, mask: M.Mask, tracker: Tracker) -> dict[str, Any]:
-    """Train level `level` of the IMP trunk."""
-    spec = level_fit(setup, level, mask)
-    module = fit.fit_level(setup, spec, tracker)
-    return results.finish_level(setup, spec, module, tracker)
-
-
 def known_level(setup: Setup, level: int, tracker: Tracker) -> dict[str, Any] | None:
     """A level that needs no training: finished earlier, or reused from a schedule sharing it; None otherwise."""
     lp = setup.paths.level(level)
@@ -94,24 +87,13 @@ def known_level(setup: Setup, level: int, tracker: Tracker) -> dict[str, Any] | 
 
 
 def run_trunk(setup: Setup, tracker: Tracker) -> list[dict[str, Any]]:
-    paths = setup.paths
-    rows: list[dict[str, Any]] = []
-    for level in range(setup.levels + 1):
-        known = known_level(setup, level, tracker)
-        if known is not None:
-            rows.append(known)
-            continue
-        mask = level_mask(setup, level)
-        rows.append(train_level(setup, level, mask, tracker))
-        results.write_levels_csv(paths.levels_csv, rows)
-    results.write_levels_csv(paths.levels_csv, rows)
-    return rows
+    """One seed's IMP trunk: run_trunks of one."""
+    return run_trunks([setup], [tracker])[0]
 
 
-def run_cohort_trunk(setups: list[Setup], trackers: list[Tracker]) -> list[list[dict[str, Any]]]:
-    """The IMP trunks of several seeds in lock step: each level's pending replicas train as one cohort
-    (lottery/training/cohort_fit.py), and each replica's files are a solo run's. Per seed, the same levels, masks
-    and starts as run_trunk."""
+def run_trunks(setups: list[Setup], trackers: list[Tracker]) -> list[list[dict[str, Any]]]:
+    """The IMP trunks of one or more seeds in lock step: each level's pending seeds train as one stack
+    (lottery/training/fit.py), each seed with its own levels, masks, starts and files; one seed is a stack of one."""
     rows: list[list[dict[str, Any]]] = [[] for _ in setups]
     for level in range(setups[0].levels + 1):
         pending: list[tuple[int, fit.LevelFit]] = []
@@ -121,11 +103,13 @@ def run_cohort_trunk(setups: list[Setup], trackers: list[Tracker]) -> list[list[
                 rows[i].append(known)
             else:
                 spec = level_fit(setup, level, level_mask(setup, level))
-                pending.append((i, replace(spec, label=f"seed {setup.cfg.seed}")))  # names its lines
+                if len(setups) > 1:
+                    spec = replace(spec, label=f"seed {setup.cfg.seed}")  # names its lines
+                pending.append((i, spec))
         if not pending:
             continue
         chosen = [setups[i] for i, _ in pending]
-        trained = cohort_fit.fit_cohort(chosen, [s for _, s in pending], [trackers[i] for i, _ in pending])
+        trained = fit.fit_levels(chosen, [s for _, s in pending], [trackers[i] for i, _ in pending])
         for (i, spec), replica in zip(pending, trained, strict=True):
             rows[i].append(results.finish_level(setups[i], spec, replica, trackers[i]))
             results.write_levels_csv(setups[i].paths.levels_csv, rows[i])

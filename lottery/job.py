@@ -21,12 +21,12 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from lottery.branches.controls import run_control_cohort
+from lottery.branches.controls import run_controls
 from lottery.branches.registry import BRANCHES
 from lottery.core import artifacts
 from lottery.core.layout import level_dirs, level_of
 from lottery.guard import exclusive
-from lottery.imp import run_cohort_trunk, run_trunk
+from lottery.imp import run_trunk, run_trunks
 from lottery.reports import tickets
 from lottery.reports.console import say
 from lottery.reports.start import found_line
@@ -87,10 +87,10 @@ def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[s
 
 
 def run_cohort(setups: Sequence[Setup], resolved: Sequence[dict[str, Any]], config_yaml: Sequence[str]) -> None:
-    """Jobs that differ only in seed (lottery/training/cohort.py): their trunks train as one cohort, level by
-    level, under every seed's trunk lock (taken in folder order, so two cohorts sharing seeds cannot deadlock, and a
-    solo job holding one lock at a time cannot either); then each job's branch and ticket summary run as in `run`,
-    which finds the trunk finished."""
+    """Jobs that differ only in seed (launcher=cohort): their trunks train as one stack (lottery/training/stack.py),
+    level by level, under every seed's trunk lock (taken in folder order, so two cohorts sharing seeds cannot
+    deadlock, and a solo job holding one lock at a time cannot either); then each job's branch and ticket summary run
+    as in `run`, which finds the trunk finished."""
     order = sorted(range(len(setups)), key=lambda i: str(setups[i].paths.seed_dir))
     trackers = [Tracker(setups[i].cfg, setups[i].paths, resolved[i], branch="trunk") for i in order]
     try:
@@ -101,7 +101,7 @@ def run_cohort(setups: Sequence[Setup], resolved: Sequence[dict[str, Any]], conf
                 _remove(_trunk_temporaries(paths))
                 artifacts.write_text(config_yaml[i], paths.config)
                 say(found(setups[i]))
-            run_cohort_trunk([setups[i] for i in order], trackers)
+            run_trunks([setups[i] for i in order], trackers)
     finally:
         for tracker in trackers:
             tracker.finish()
@@ -122,7 +122,7 @@ def run_cohort_branch(setups: Sequence[Setup], resolved: Sequence[dict[str, Any]
                 locks.enter_context(exclusive(branch_dir / ".lock", f"branch {folder}", setups[i].cfg.lock_timeout))
                 _remove(branch_dir.rglob(".*.tmp"))
                 artifacts.write_text(config_yaml[i], branch_dir / "config.yaml")
-            run_control_cohort([setups[i] for i in order], branch.control, trackers, folder)
+            run_controls([setups[i] for i in order], branch.control, trackers, folder)
     finally:
         for tracker in trackers:
             tracker.finish()

@@ -1,4 +1,4 @@
-"""Run a tiny cohort and SIGKILL this process at a chosen point (used by tests/test_cohort.py).
+"""Run a tiny cohort and SIGKILL this process at a chosen point (used by tests/test_stack_fit.py).
 
     python tests/kill_cohort.py <point> <level> <step> <seeds> <hydra overrides...>
 
@@ -20,11 +20,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import compose_config  # noqa: E402
 
-import lottery.training.cohort_fit as cohort_fit  # noqa: E402
-import lottery.training.cohort_state as cohort_state  # noqa: E402
+import lottery.training.checkpoints as checkpoints  # noqa: E402
+import lottery.training.fit as fit  # noqa: E402
 import lottery.training.results as results  # noqa: E402
 from lottery.cli import prepare_job, run_cohort_configs  # noqa: E402
-from lottery.training.cohort import CohortModule  # noqa: E402
+from lottery.training.module import LevelModule  # noqa: E402
 
 point, level, step, seeds, overrides = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:]
 current = {"level": -1}
@@ -34,27 +34,27 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-fit_group = cohort_fit._fit_group
+fit_stack = fit.fit_stack
 
 
-def tracked(setups, fits, trackers, resuming):
+def tracked(setups, fits, trackers):
     current["level"] = fits[0].level
-    return fit_group(setups, fits, trackers, resuming)
+    return fit_stack(setups, fits, trackers)
 
 
-cohort_fit._fit_group = tracked
+fit.fit_stack = tracked
 
 if point == "step":
-    optimizer_step = CohortModule.optimizer_step
+    optimizer_step = LevelModule.train_step
 
     def killing_step(self, *args, **kwargs):
         optimizer_step(self, *args, **kwargs)
         if current["level"] == level and self.trainer.global_step == step:
             die()
 
-    CohortModule.optimizer_step = killing_step
+    LevelModule.train_step = killing_step
 elif point == "split":
-    replace = cohort_state.os.replace
+    replace = checkpoints.os.replace
 
     def killing_replace(src, dst):
         replace(src, dst)
@@ -64,7 +64,7 @@ elif point == "split":
             if int(torch.load(dst, weights_only=True, mmap=True)["global_step"]) == step:
                 die()
 
-    cohort_state.os.replace = killing_replace
+    checkpoints.os.replace = killing_replace
 elif point == "level_end":
     finish_level = results.finish_level
 

@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 import lightning as L  # noqa: E402
 from conftest import compose_config  # noqa: E402
 
-import lottery.training.callbacks as callbacks  # noqa: E402
 import lottery.training.fit as fit  # noqa: E402
 import lottery.training.results as results  # noqa: E402
 from lottery.cli import run_config  # noqa: E402
@@ -38,18 +37,18 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-fit_level = fit.fit_level
+fit_stack = fit.fit_stack
 
 
-def tracked_fit_level(setup, spec, tracker):
-    current["level"], current["branch"] = spec.level, spec.paths.dir.parent.name.startswith("branch_")
-    return fit_level(setup, spec, tracker)
+def tracked_fit_stack(setups, specs, trackers):
+    current["level"], current["branch"] = specs[0].level, specs[0].paths.dir.parent.name.startswith("branch_")
+    return fit_stack(setups, specs, trackers)
 
 
-fit.fit_level = tracked_fit_level  # the trunk and every branch call it as fit.fit_level
+fit.fit_stack = tracked_fit_stack  # every fit of the trunk and the branches goes through it
 
 if point in ("step", "branch_step"):
-    optimizer_step = LevelModule.optimizer_step
+    optimizer_step = LevelModule.train_step
 
     def killing_step(self, *args, **kwargs):
         optimizer_step(self, *args, **kwargs)
@@ -57,19 +56,21 @@ if point in ("step", "branch_step"):
         if current["level"] == level and current["branch"] == in_branch and self.trainer.global_step == step:
             die()
 
-    LevelModule.optimizer_step = killing_step
+    LevelModule.train_step = killing_step
 elif point == "checkpoint":
-    save = L.Trainer.save_checkpoint
+    import torch
 
-    def killing_save(self, filepath, *args, **kwargs):
-        save(self, filepath, *args, **kwargs)
-        if current["level"] == level and self.global_step == step and str(filepath).endswith(".tmp"):
+    save = torch.save
+
+    def killing_save(obj, filepath, *args, **kwargs):
+        save(obj, filepath, *args, **kwargs)
+        saved_step = obj.get("global_step") if isinstance(obj, dict) else None
+        if current["level"] == level and saved_step == step and str(filepath).endswith(".tmp"):
             with open(filepath, "r+b") as f:  # leave a truncated temp file behind, as a kill mid-write would
                 f.truncate(100)
             die()
 
-    L.Trainer.save_checkpoint = killing_save
-    callbacks.L.Trainer.save_checkpoint = killing_save
+    torch.save = killing_save
 elif point == "level_end":
     finish_level = results.finish_level
 
@@ -101,14 +102,14 @@ elif point.startswith("fit:"):
         return fit(self, *args, **kwargs)
 
     L.Trainer.fit = counting_fit
-    optimizer_step = LevelModule.optimizer_step
+    optimizer_step = LevelModule.train_step
 
     def killing_step(self, *args, **kwargs):
         optimizer_step(self, *args, **kwargs)
         if fits["count"] == target and self.trainer.global_step == step:
             die()
 
-    LevelModule.optimizer_step = killing_step
+    LevelModule.train_step = killing_step
 else:
     raise SystemExit(f"unknown kill point {point!r}")
 

@@ -20,15 +20,21 @@ def trunk(run_tiny):
 
 def run_branch(run_tiny, monkeypatch, branch):
     """Run a branch on the existing trunk; returns (seed_dir, trunk levels trained, branch start weights)."""
-    import lottery.imp as imp
+    import lottery.training.fit as fit
 
     trained, starts = [], []
-    train_level = imp.train_level
-    monkeypatch.setattr(imp, "train_level", lambda s, lvl, m, t: trained.append(lvl) or train_level(s, lvl, m, t))
+    fit_stack = fit.fit_stack
+
+    def counting(setups, specs, trackers):
+        pairs = zip(setups, specs, strict=True)
+        trained.extend(spec.level for setup, spec in pairs if spec.paths.dir.parent == setup.paths.seed_dir)
+        return fit_stack(setups, specs, trackers)
+
+    monkeypatch.setattr(fit, "fit_stack", counting)
     on_train_start = LevelModule.on_train_start
 
     def record(self):
-        starts.append({k: v.detach().clone() for k, v in self.network.state_dict().items()})
+        starts.append(self.replica_weights(0))
         on_train_start(self)
 
     monkeypatch.setattr(LevelModule, "on_train_start", record)

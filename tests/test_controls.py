@@ -32,33 +32,34 @@ def trace_fits(monkeypatch) -> dict[str, dict]:
     and per optimizer step the LR and a digest of the batch it trained on."""
     fits: dict[str, dict] = {}
     current: dict[str, str] = {}
-    fit_level = fit.fit_level
+    fit_stack = fit.fit_stack
 
-    def traced(setup, spec, tracker):
-        current["name"] = str(spec.paths.dir.relative_to(setup.paths.seed_dir))
+    def traced(setups, specs, trackers):
+        current["name"] = str(specs[0].paths.dir.relative_to(setups[0].paths.seed_dir))
         fits[current["name"]] = {"lrs": [], "batches": [], "steps": []}
-        return fit_level(setup, spec, tracker)
+        return fit_stack(setups, specs, trackers)
 
-    on_train_start, training_step = LevelModule.on_train_start, LevelModule.training_step
+    on_train_start, train_step = LevelModule.on_train_start, LevelModule.train_step
 
     def record_start(self):
         optimizer = self.trainer.optimizers[0]
         fits[current["name"]]["start"] = self.trainer.global_step
-        fits[current["name"]]["state"] = {
-            k: {n: t.clone() for n, t in s.items()} for k, s in optimizer.state_dict()["state"].items()
+        fits[current["name"]]["state"] = {  # replica 0's slice of the stack's state (a run is a stack of one)
+            k: {n: t[0].clone() if t.dim() else t.clone() for n, t in s.items()}
+            for k, s in optimizer.state_dict()["state"].items()
         }
         on_train_start(self)
 
-    def record_step(self, batch, batch_idx):
+    def record_step(self, xs, ys):
         trace = fits[current["name"]]
         trace["steps"].append(self.trainer.global_step)
         trace["lrs"].append(self.trainer.optimizers[0].param_groups[0]["lr"])
-        trace["batches"].append(batch[0].clone())
-        return training_step(self, batch, batch_idx)
+        trace["batches"].append(xs.clone())
+        return train_step(self, xs, ys)
 
-    monkeypatch.setattr(fit, "fit_level", traced)
+    monkeypatch.setattr(fit, "fit_stack", traced)
     monkeypatch.setattr(LevelModule, "on_train_start", record_start)
-    monkeypatch.setattr(LevelModule, "training_step", record_step)
+    monkeypatch.setattr(LevelModule, "train_step", record_step)
     return fits
 
 
@@ -140,21 +141,22 @@ def test_early_stopping_point_is_the_minimum_validation_loss_and_its_test_accura
     evaluate = LevelModule.evaluate
 
     def recorded(self, x, y):
-        acc, loss = evaluate(self, x, y)
+        scores = evaluate(self, x, y)
+        (acc, loss) = scores[0]  # a run is a stack of one
         split = "val" if x is self.val_data[0] else ("test" if self.test_data and x is self.test_data[0] else "?")
         seen.append((split, self.trainer.global_step, acc, loss))
-        return acc, loss
+        return scores
 
     monkeypatch.setattr(LevelModule, "evaluate", recorded)
     run_config(compose_config(tiny(tmp_path, "levels=0", "train.eval_every=10it")))
     seed_dir = next((tmp_path / "default").glob("*/seed_0"))
     metrics = json.loads((seed_dir / "level_0" / "metrics.json").read_text())
-    # inside the fit (global_step is the step before the update completes, so the evaluation at step s reads s - 1)
-    val = [(step + 1, loss) for split, step, _, loss in seen if split == "val"]
+    # an evaluation at the end of a chunk of steps reads the step it evaluates
+    val = [(step, loss) for split, step, _, loss in seen if split == "val"]
     best = min(val, key=lambda v: v[1])
     first_best = next(step for step, loss in val if loss == best[1])
     assert metrics["early_stop_step"] == first_best
-    tests_at = {step + 1: acc for split, step, acc, _ in seen if split == "test" and step + 1 <= 60}
+    tests_at = {step: acc for split, step, acc, _ in seen if split == "test" and step <= 60}
     assert metrics["early_stop_test_acc"] == tests_at[first_best]
     # the test split is scored only where the validation loss reached a new minimum
     minima, running = [], float("inf")

@@ -44,7 +44,7 @@ def test_resnet20_imp_on_generated_cifar(run_tiny):
 def record_steps(monkeypatch) -> list[dict]:
     """After every optimizer step: which pruned weights are nonzero, and the layout and compile state."""
     seen = []
-    optimizer_step = LevelModule.optimizer_step
+    optimizer_step = LevelModule.train_step
 
     def checked_step(self, *args, **kwargs):
         optimizer_step(self, *args, **kwargs)
@@ -55,13 +55,13 @@ def record_steps(monkeypatch) -> list[dict]:
                     name for name, m in self.mask.items() if torch.count_nonzero(weights[name].detach()[~m])
                 ],
                 "pruned": sum(int((~m).sum()) for m in self.mask.values()),
-                "channels_last": weights["conv.weight"].is_contiguous(memory_format=torch.channels_last),
+                "channels_last": weights["conv.weight"][0].is_contiguous(memory_format=torch.channels_last),
                 "compiled": getattr(self.network, "_compiled_call_impl", None) is not None,
                 "precision": self.trainer.precision,
             }
         )
 
-    monkeypatch.setattr(LevelModule, "optimizer_step", checked_step)
+    monkeypatch.setattr(LevelModule, "train_step", checked_step)
     return seen
 
 

@@ -93,11 +93,12 @@ def record_starts(monkeypatch) -> list[dict]:
         optimizer = self.trainer.optimizers[0]
         starts.append(
             {
-                "weights": {k: v.detach().clone() for k, v in self.network.state_dict().items()},
+                "weights": self.replica_weights(0),
                 "step": self.trainer.global_step,
                 "lr": optimizer.param_groups[0]["lr"],
-                "optimizer_state": {
-                    k: {n: t.clone() for n, t in st.items()} for k, st in optimizer.state_dict()["state"].items()
+                "optimizer_state": {  # replica 0's slice of the stack's state (a run is a stack of one)
+                    k: {n: t[0].clone() if t.dim() else t.clone() for n, t in st.items()}
+                    for k, st in optimizer.state_dict()["state"].items()
                 },
             }
         )
@@ -171,7 +172,7 @@ def test_lr_rewinding_and_finetuning_keep_the_trained_weights(run_tiny, monkeypa
 )
 def test_masked_weights_stay_exactly_zero_after_every_step(run_tiny, monkeypatch, optim):
     violations = []
-    optimizer_step = LevelModule.optimizer_step
+    optimizer_step = LevelModule.train_step
 
     def checked_step(self, *args, **kwargs):
         optimizer_step(self, *args, **kwargs)
@@ -180,7 +181,7 @@ def test_masked_weights_stay_exactly_zero_after_every_step(run_tiny, monkeypatch
             if torch.count_nonzero(weights[name].detach()[~m.to(weights[name].device)]):
                 violations.append((self.trainer.global_step, name))
 
-    monkeypatch.setattr(LevelModule, "optimizer_step", checked_step)
+    monkeypatch.setattr(LevelModule, "train_step", checked_step)
     _, seed_dir = run_tiny(*optim)
     assert violations == []
     mask = torch.load(seed_dir / "level_2" / "mask.pt", weights_only=True)

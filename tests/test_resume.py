@@ -68,7 +68,7 @@ def uninterrupted(tmp_path_factory):
         ("level_end", 0, 0, [20, 20]),  # between levels: level 0 is done and never retrained
         ("level_end", 1, 0, [20]),  # between levels 1 and 2
         ("checkpoint", 0, 20, [0, 20, 20]),  # while writing the step-20 checkpoint of level 0 (the rewind step)
-        ("step", 1, 21, [20, 20]),  # the first step after rewinding
+        ("step", 1, 21, [20, 20]),  # the first step after rewinding (inside a chunk of steps 20-29)
         ("artifact:mask.pt", 2, 0, [20]),  # level 2's mask written but not yet renamed into place
         ("artifact:weights.pt", 1, 0, [40, 20]),  # level 1 trained, its weights not yet in place
         ("artifact:metrics.json", 1, 0, [40, 20]),  # level 1's weights in place, its finishing marker not
@@ -130,3 +130,50 @@ def test_a_control_branch_killed_mid_level_resumes_to_identical_results(tmp_path
     h, _ = experiment_hash(OmegaConf.to_object(compose_config(overrides)))
     for sub in ("seed_0", "seed_0/branch_random_prune"):
         assert_identical(artifacts_of(tmp_path / "default" / h / sub), artifacts_of(reference / "default" / h / sub))
+
+
+def as_written_before_the_one_engine(path: Path) -> None:
+    """Rewrite a checkpoint into the layout the solo LevelModule wrote under Lightning's automatic optimization:
+    the step counted under `automatic_optimization`, none under `manual_optimization`, no engine version, and the
+    process's RNG state beside the progress."""
+    from lottery.training.checkpoints import AUTOMATIC, MANUAL
+
+    checkpoint = torch.load(path, weights_only=True)
+    loops = checkpoint["loops"]["fit_loop"]
+    automatic = loops[AUTOMATIC]["optimizer"]["step"]
+    automatic["total"], automatic["current"] = dict(loops[MANUAL]["total"]), dict(loops[MANUAL]["current"])
+    loops[MANUAL]["total"] = {"ready": 0, "completed": 0}
+    loops[MANUAL]["current"] = {"ready": 0, "completed": 0}
+    del checkpoint["lottery_engine"]
+    checkpoint["lottery"]["torch_rng"] = torch.get_rng_state()
+    torch.save(checkpoint, path)
+
+
+def test_checkpoints_written_before_the_one_engine_are_converted_and_resume_identically(tmp_path, uninterrupted):
+    from conftest import compose_config
+
+    from lottery.cli import run_config
+
+    expected, h = uninterrupted
+    overrides = tiny(tmp_path, *EXTRA)
+    proc = subprocess.run(
+        [sys.executable, str(KILL_SCRIPT), "step", "1", "45", *overrides], capture_output=True, timeout=300
+    )
+    assert proc.returncode == -9
+    seed_dir = tmp_path / "default" / h / "seed_0"
+    old = [seed_dir / "rewind.ckpt", seed_dir / "level_1" / "checkpoints" / "last.ckpt"]
+    for path in old:
+        as_written_before_the_one_engine(path)
+    assert int(torch.load(old[1], weights_only=True)["global_step"]) == 40
+    run_config(compose_config(overrides))
+    assert_identical(artifacts_of(seed_dir), expected)
+
+
+def test_a_checkpoint_of_an_unknown_engine_version_is_refused_by_name():
+    from lottery.core.artifacts import ArtifactError
+    from lottery.training.checkpoints import convert
+
+    with pytest.raises(ArtifactError, match=r"old\.ckpt was written by training engine version 99; .* version 2"):
+        convert({"lottery_engine": 99, "global_step": 0}, "old.ckpt")
+    with pytest.raises(ArtifactError, match=r"its step counters are not Lightning 2's"):
+        convert({"loops": {}, "global_step": 5}, "odd.ckpt")

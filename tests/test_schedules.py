@@ -132,17 +132,17 @@ def test_a_densities_run_ends_at_the_list_length(run_tiny):
 def test_schedule_by_width_multirun_lands_four_experiments_and_trains_shared_levels_once(tmp_path):
     """2 schedules x 2 widths: four hash folders. global_20 and a densities list [0.8, 0.64] keep exactly the same
     weights at levels 1 and 2, so the second schedule reuses every level of the first at the same width."""
-    import lottery.imp as imp
+    import lottery.training.fit as fit
     from lottery.cli import run_config
 
     trained = []
-    train_level = imp.train_level
+    fit_stack = fit.fit_stack
 
-    def counting(setup, level, mask, tracker):
-        trained.append((setup.paths.hash, level))
-        return train_level(setup, level, mask, tracker)
+    def counting(setups, specs, trackers):
+        trained.extend((setup.paths.hash, spec.level) for setup, spec in zip(setups, specs, strict=True))
+        return fit_stack(setups, specs, trackers)
 
-    imp.train_level = counting
+    fit.fit_stack = counting
     try:
         jobs = [
             (schedule, width)
@@ -152,7 +152,7 @@ def test_schedule_by_width_multirun_lands_four_experiments_and_trains_shared_lev
         for schedule, width in jobs:
             run_config(compose_config(tiny(tmp_path, *schedule, width)))
     finally:
-        imp.train_level = train_level
+        fit.fit_stack = fit_stack
     experiments = sorted((tmp_path / "default").iterdir())
     assert len(experiments) == 4
     assert len(trained) == 2 * 3  # each width trains levels 0-2 once; the second schedule reuses all of them
@@ -164,19 +164,19 @@ def test_schedule_by_width_multirun_lands_four_experiments_and_trains_shared_lev
 
 
 def test_levels_are_not_reused_when_the_kept_counts_differ(tmp_path):
-    import lottery.imp as imp
+    import lottery.training.fit as fit
     from lottery.cli import run_config
 
     trained = []
-    train_level = imp.train_level
-    imp.train_level = lambda setup, level, mask, tracker: (
-        trained.append(level) or train_level(setup, level, mask, tracker)
+    fit_stack = fit.fit_stack
+    fit.fit_stack = lambda setups, specs, trackers: (
+        trained.extend(spec.level for spec in specs) or fit_stack(setups, specs, trackers)
     )
     try:
         run_config(compose_config(tiny(tmp_path, "pruning=global_20", "levels=2")))
         run_config(compose_config(tiny(tmp_path, "pruning=target_list", "pruning.densities=[0.8,0.5]")))
     finally:
-        imp.train_level = train_level
+        fit.fit_stack = fit_stack
     assert trained == [0, 1, 2, 2]  # level 0 and level 1 (80%) are shared; level 2 (64% vs 50%) is not
 
 

@@ -23,12 +23,13 @@ import lottery.training.fit as fit  # noqa: E402
 from lottery.cli import run_config  # noqa: E402
 
 trace, barrier, processes, overrides = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
-fit_level = fit.fit_level
+fit_stack = fit.fit_stack
 
 
-def traced_fit_level(setup, spec, tracker):
+def traced_fit_stack(setups, specs, trackers):
     start = time.time()
-    module = fit_level(setup, spec, tracker)
+    module = fit_stack(setups, specs, trackers)
+    spec = specs[0]
     parent = spec.paths.dir.parent.name
     where = parent if parent.startswith("branch_") else "trunk"
     line = json.dumps({"pid": os.getpid(), "where": where, "level": spec.level, "start": start, "end": time.time()})
@@ -37,7 +38,7 @@ def traced_fit_level(setup, spec, tracker):
     return module
 
 
-fit.fit_level = traced_fit_level  # the trunk and every branch call it as fit.fit_level
+fit.fit_stack = traced_fit_stack  # every fit of the trunk and the branches goes through it
 
 cfg = compose_config(overrides)
 barrier.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""(d): a cohort of replicas (lottery/training/cohort_fit.py), the same level for `REPLICAS` seeds at once.
+"""(d): a stack of replicas (lottery/training/fit.py: fit_levels), the same level for `REPLICAS` seeds at once.
 
 Each replica is what (b) trains for its seed (config, data, data order, a random mask at the same density), so the
 cohort's step trains REPLICAS of (b)'s steps; the table divides by REPLICAS for the cost of one replica-step.
@@ -21,24 +21,23 @@ REPLICAS = 8
 class CohortRunner:
     def __init__(self, spec: dict[str, Any]) -> None:
         import lottery.setup as setup_module
-        from lottery.training import cohort_state
-        from lottery.training.cohort import CohortModule
+        from lottery.training import checkpoints
+        from lottery.training.module import LevelModule
 
         self.spec, self.count = spec, 0
         if spec["hp"]["data"] != "mnist1d":
             splits = load_splits(spec["hp"])
             setup_module.datasets.load = lambda *args, **kwargs: splits
         self.evals, self.ckpts = Timer(), Timer()
-        CohortModule.evaluate = self.evals.wrap(CohortModule.evaluate)
-        cohort_state.save_split = self.ckpts.wrap(cohort_state.save_split)
+        LevelModule.evaluate = self.evals.wrap(LevelModule.evaluate)
+        checkpoints.save_split = self.ckpts.wrap(checkpoints.save_split)
 
     def run(self, steps: int) -> dict[str, Any]:
         from omegaconf import OmegaConf
 
         from lottery.core import masks as M
         from lottery.setup import prepare
-        from lottery.training.cohort_fit import fit_cohort
-        from lottery.training.fit import LevelFit
+        from lottery.training.fit import LevelFit, fit_levels
         from lottery.training.tracking import Tracker
 
         self.count += 1
@@ -69,7 +68,7 @@ class CohortRunner:
         self.evals.reset()
         self.ckpts.reset()
         start = time.perf_counter()
-        replicas = fit_cohort(setups, fits, trackers)
+        replicas = fit_levels(setups, fits, trackers)
         seconds = time.perf_counter() - start
         first = replicas[0]
         weights = {n: w.detach() for n, w in M.prunable_weights(first.network).items()}

@@ -111,8 +111,6 @@ def import_stack(variant: str) -> None:
 
         import lottery.setup  # noqa: F401
         import lottery.training.fit  # noqa: F401
-    if variant == "cohort":
-        import lottery.training.cohort_fit  # noqa: F401
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -123,7 +121,7 @@ class FrameworkRunner:
 
     def __init__(self, spec: dict[str, Any], logged: bool) -> None:
         import lottery.setup as setup_module
-        from lottery.training import callbacks
+        from lottery.training import checkpoints
         from lottery.training.module import LevelModule
 
         self.spec, self.logged = spec, logged
@@ -135,7 +133,7 @@ class FrameworkRunner:
         # call time), to split them out of the per-step cost.
         self.evals, self.ckpts = Timer(), Timer()
         LevelModule.evaluate = self.evals.wrap(LevelModule.evaluate)
-        callbacks.save_atomically = self.ckpts.wrap(callbacks.save_atomically)
+        checkpoints.save_split = self.ckpts.wrap(checkpoints.save_split)
 
     def run(self, steps: int) -> dict[str, Any]:
         from omegaconf import OmegaConf

@@ -64,21 +64,21 @@ if level_mode[0] == "first":
     LevelModule.on_train_start = first_step
 else:
     kill_level, kill_step = int(level_mode[1]), int(level_mode[2])
-    step_fn, current = LevelModule.optimizer_step, {"level": -1}
-    fit_level = fit.fit_level
+    step_fn, current = LevelModule.train_step, {"level": -1}
+    fit_levels = fit.fit_levels
 
-    def tracked(setup_, spec, tracker):
-        current["level"] = spec.level
-        return fit_level(setup_, spec, tracker)
+    def tracked(setups, specs, trackers):
+        current["level"] = specs[0].level
+        return fit_levels(setups, specs, trackers)
 
-    fit.fit_level = tracked
+    fit.fit_levels = tracked
 
     def killing_step(self, *args, **kwargs):
         step_fn(self, *args, **kwargs)
         if current["level"] == kill_level and self.trainer.global_step == kill_step:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    LevelModule.optimizer_step = killing_step
+    LevelModule.train_step = killing_step
 
 sys.argv = ["lottery", *OVERRIDES]
 cli.main()

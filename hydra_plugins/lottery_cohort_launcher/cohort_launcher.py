@@ -5,7 +5,7 @@
 
 Every job's config is composed first; jobs whose configs agree in everything but `seed` and `branch` form a group.
 A group's IMP trunks (one per distinct seed) train together as one vectorized fit per level
-(lottery/training/cohort.py), then each job runs its branch and ticket summary as under the basic launcher, finding
+(lottery/training/stack.py), then each job runs its branch and ticket summary as under the basic launcher, finding
 its trunk finished. Groups run one after another; a job that differs in anything else (width, pruning rate, model)
 is its own group. Hydra discovers launchers only under the `hydra_plugins` namespace package, hence this folder; the
 work is done by lottery.cli.

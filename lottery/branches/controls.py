@@ -27,7 +27,7 @@ from lottery.config import ConfigError
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.seeds import derive_seed
-from lottery.training import cohort_fit, fit, results
+from lottery.training import fit, results
 from lottery.training.starts import fresh_start, retrain_start, ticket_start
 
 if TYPE_CHECKING:
@@ -110,39 +110,38 @@ def control_fit(setup: Setup, control: Control, folder: str, level: int) -> fit.
 
 
 def run_control(setup: Setup, control: Control, tracker: Tracker, folder: str | None = None) -> list[dict[str, Any]]:
-    """Train (or resume) the control at every trunk level from 1 on, in branch_<folder>/ (default: the control's
-    name); the trunk's levels must be finished."""
-    paths = setup.paths
+    """One seed's control: run_controls of one."""
+    return run_controls([setup], control, [tracker], folder)[0]
+
+
+def run_controls(
+    setups: list[Setup], control: Control, trackers: list[Tracker], folder: str | None = None
+) -> list[list[dict[str, Any]]]:
+    """Train (or resume) the control of one or more seeds at every trunk level from 1 on, in branch_<folder>/
+    (default: the control's name), each level's pending seeds as one stack (lottery/training/fit.py); the trunks'
+    levels must be finished."""
     folder = folder or control.name
-    rows = []
-    for level in range(1, setup.levels + 1):
-        lp = paths.branch_level(folder, level)
-        if lp.done:
-            rows.append(artifacts.read_json(lp.metrics, "branch level metrics"))
-            continue
-        spec = control_fit(setup, control, folder, level)
-        module = fit.fit_level(setup, spec, tracker)
-        rows.append(results.finish_level(setup, spec, module, tracker, key=False))
-        results.write_levels_csv(paths.branch_dir(folder) / "levels.csv", rows)
-    if rows:
-        results.write_levels_csv(paths.branch_dir(folder) / "levels.csv", rows)
-    return rows
-
-
-def run_control_cohort(setups: list[Setup], control: Control, trackers: list[Tracker], folder: str) -> None:
-    """The control of several seeds in lock step, each level's pending replicas as one cohort
-    (lottery/training/cohort_fit.py); per seed the same masks, starts and files as run_control, which then finds
-    every level finished and writes the branch's levels.csv."""
+    rows: list[list[dict[str, Any]]] = [[] for _ in setups]
     for level in range(1, setups[0].levels + 1):
-        pending = [
-            (i, replace(control_fit(s, control, folder, level), label=f"seed {s.cfg.seed} {folder}"))
-            for i, s in enumerate(setups)
-            if not s.paths.branch_level(folder, level).done
-        ]
+        pending = []
+        for i, setup in enumerate(setups):
+            lp = setup.paths.branch_level(folder, level)
+            if lp.done:
+                rows[i].append(artifacts.read_json(lp.metrics, "branch level metrics"))
+                continue
+            spec = control_fit(setup, control, folder, level)
+            if len(setups) > 1:
+                spec = replace(spec, label=f"seed {setup.cfg.seed} {folder}")
+            pending.append((i, spec))
         if not pending:
             continue
-        trained = cohort_fit.fit_cohort(
+        trained = fit.fit_levels(
             [setups[i] for i, _ in pending], [f for _, f in pending], [trackers[i] for i, _ in pending]
         )
         for (i, spec), replica in zip(pending, trained, strict=True):
-            results.finish_level(setups[i], spec, replica, trackers[i], key=False)
+            rows[i].append(results.finish_level(setups[i], spec, replica, trackers[i], key=False))
+            results.write_levels_csv(setups[i].paths.branch_dir(folder) / "levels.csv", rows[i])
+    for setup, seed_rows in zip(setups, rows, strict=True):
+        if seed_rows:
+            results.write_levels_csv(setup.paths.branch_dir(folder) / "levels.csv", seed_rows)
+    return rows

@@ -102,7 +102,7 @@ class EarlyBirdCallback(L.Callback):
         step = trainer.global_step
         if step % self.every:
             return
-        weights = {n: w.detach() for n, w in M.prunable_weights(pl_module.network).items()}
+        weights = pl_module.prunable_of(0)  # the search is a stack of one
         if self.detector.update(step, self.draw_mask(weights)):
             trainer.should_stop = True  # the loop ends after this step: the network holds the step's weights
 

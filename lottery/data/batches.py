@@ -24,6 +24,10 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(state))
 
 
+def from_step_zero() -> int:
+    return 0
+
+
 class StepBatches:
     """An iterable over the batches of steps [start_step(), total_steps).
 
@@ -39,7 +43,7 @@ class StepBatches:
         batch_size: int,
         seed: int,
         total_steps: int,
-        start_step: Callable[[], int] = lambda: 0,
+        start_step: Callable[[], int] | None = None,
         augment: bool = False,
         pad_value: torch.Tensor | None = None,
     ) -> None:
@@ -58,7 +62,7 @@ class StepBatches:
         self.batch_size = batch_size
         self.seed = seed
         self.total_steps = total_steps
-        self.start_step = start_step
+        self.start_step = start_step or from_step_zero  # a module-level function: DDP pickles it
         self.steps_per_epoch = len(x) // batch_size
 
     def __len__(self) -> int:

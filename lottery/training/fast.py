@@ -13,6 +13,7 @@ from torch import nn
 
 from lottery.config import TrainerConfig
 from lottery.data.datamodule import TensorDataModule
+from lottery.training.stack import to_channels_last
 
 
 def prepare_network(network: nn.Module, trainer: TrainerConfig) -> nn.Module:
@@ -20,7 +21,7 @@ def prepare_network(network: nn.Module, trainer: TrainerConfig) -> nn.Module:
     a GPU speed switch and is left off on the CPU: there torch 2.13's NHWC convolution backward aborted the process
     (a double free inside autograd) on this project's AMD EPYC machines, and it buys nothing on a CPU."""
     if trainer.channels_last and on_gpu(trainer):
-        network = network.to(memory_format=torch.channels_last)  # 4-d (conv) weights only; Linear is unchanged
+        network = to_channels_last(network)  # conv weights only (each replica's, in a stack); Linear is unchanged
     if trainer.compile:
         # In place (nn.Module.compile), not `torch.compile(network)`: the wrapper that returns prefixes every
         # state-dict key with `_orig_mod.`, while masks, checkpoints and weights.pt name parameters plainly.

@@ -1,12 +1,16 @@
-"""One level's training: one fresh Lightning Trainer.fit from a given start.
+"""One level's training: one fresh Lightning Trainer.fit of a stack of N >= 1 replicas from given starts.
 
-The IMP trunk (lottery/imp.py) and every branch (lottery/branches/) train through `fit_level`, so all train the same
-way: the level's mask enforced after every step, evaluation at fixed steps, a resume checkpoint every
-`train.checkpoint_every`; `results.finish_level` then writes what the fit leaves, metrics.json last.
+The IMP trunk (lottery/imp.py) and every branch (lottery/branches/) train through `fit_levels`, one seed or many, so
+all train the same way: a stack (lottery/training/stack.py) whose replicas each keep their own mask (enforced after
+every step), evaluations at fixed steps and resume checkpoints every `train.checkpoint_every`, written per replica;
+`results.finish_level` then writes what the fit leaves, metrics.json last. A solo run is a stack of one, so a seed's
+bits do not depend on how many seeds trained beside it.
 """
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -15,18 +19,21 @@ from typing import TYPE_CHECKING
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
 
 from lottery.config import without_name
-from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.layout import LevelPaths
 from lottery.core.lr_schedule import constant_multiplier
-from lottery.reports.console import stdout_is_terminal
+from lottery.data.batches import StepBatches
+from lottery.reports.console import say, stdout_is_terminal
 from lottery.training import progress
-from lottery.training.callbacks import LevelProgressBar, ResumeCheckpoint, RewindCapture
+from lottery.training.callbacks import LevelProgressBar
+from lottery.training.checkpoints import LevelCheckpoints, check_checkpoint, load_stacked
 from lottery.training.distributed import strategy
 from lottery.training.fast import place_data, prepare_network
-from lottery.training.module import LevelModule
+from lottery.training.module import LevelModule, LevelResult
+from lottery.training.stack import SINGLE, Stack, kind_of
 
 if TYPE_CHECKING:
     from lottery.setup import Setup
@@ -69,71 +76,139 @@ class LevelFit:
     label: str | None = None
 
 
-def check_checkpoint(path: Path) -> int:
-    """Read a checkpoint safely before Lightning does, so a truncated or code-carrying file is a clear error naming
-    the file rather than a deep unpickling traceback; returns the step it was saved at. The tensors are mapped, not
-    read (mmap), so this look costs little beside Lightning's own full read that follows."""
-    state = artifacts.load_torch(path, "checkpoint", mmap=True)
-    missing = [k for k in ("state_dict", "optimizer_states", "lr_schedulers", "loops", "global_step") if k not in state]
-    if missing:
-        raise artifacts.ArtifactError(
-            f"checkpoint {path} lacks {missing}: it is not a full training state written by this program. Move it "
-            "aside and re-run (a level's last.ckpt: the level restarts; rewind.ckpt: delete level_0 to retrain it)."
-        )
-    return int(state["global_step"])
+SCRATCH = ".stack"  # scratch space for a fit's stacked checkpoints, beside its first replica's levels
 
 
-def fit_level(setup: Setup, fit: LevelFit, tracker: Tracker) -> LevelModule:
-    """One fresh Trainer.fit of one level (trunk or branch), resuming its own last checkpoint if there is one."""
-    cfg, lp = setup.cfg, fit.paths
-    L.seed_everything(cfg.seed, workers=False, verbose=False)
-    network = setup.network(seed=cfg.seed)
-    M.check_compatible(fit.mask, M.prunable_weights(network), source=str(lp.mask))
-    network = prepare_network(network, cfg.trainer)
-    start = fit.start
-    ckpt_path, start_weights = start.checkpoint, None
-    if start.weights is not None:
-        if ckpt_path is None:
-            network.load_state_dict(M.masked_state_dict(start.weights, fit.mask))
-        else:
-            start_weights = start.weights  # swapped in when the checkpoint loads (LevelModule.on_load_checkpoint)
-    resuming = lp.last_checkpoint.exists()
-    if resuming:
-        ckpt_path, start_weights = lp.last_checkpoint, None
-    if ckpt_path is not None:
-        step = check_checkpoint(Path(ckpt_path))
+def fit_level(setup: Setup, fit: LevelFit, tracker: Tracker) -> LevelResult:
+    """One seed's level: a stack of one."""
+    return fit_levels([setup], [fit], [tracker])[0]
+
+
+def fit_levels(setups: Sequence[Setup], fits: Sequence[LevelFit], trackers: Sequence[Tracker]) -> list[LevelResult]:
+    """Train one level of every replica (setups[i] is replica i's seed and config, fits[i] its level), returning
+    results in the same order. Replicas that start from one step train as one stack; a replica resuming its own
+    checkpoint joins those resuming at the same step. What cannot stack (a model the stack cannot run, data-parallel
+    training, a fit with callbacks of its own) trains one replica at a time, with a notice."""
+    groups: dict[tuple, list[int]] = {}
+    for i, fit in enumerate(fits):
+        resume = fit.paths.last_checkpoint
+        key = ("resume", check_checkpoint(resume)) if resume.exists() else ("start", fit.start.step)
+        groups.setdefault(key, []).append(i)
+    out: list[LevelResult | None] = [None] * len(setups)
+    for (kind, step), members in groups.items():
+        resuming = kind == "resume"
         if resuming:
-            progress.say_resume(fit.level, step, setup.total_steps, lp.last_checkpoint, fit_label(setup, fit))
-    lp.last_checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    trainer = make_trainer(setup, fit, tracker)
-    # The device is known once the Trainer exists; the data moves there before the module takes the validation split.
-    # Not under trainer=ddp: its spawned workers receive the module (and its data) pickled from this CPU process.
-    single = trainer.num_devices == 1 and cfg.trainer.strategy != "ddp"
-    device = trainer.strategy.root_device if single else torch.device("cpu")
-    datamodule = setup.datamodule if fit.data_seed is None else setup.datamodule.replace(seed=fit.data_seed)
-    place_data(datamodule, device, cfg.trainer)
-    lr_lambda = setup.lr_lambda() if start.constant_lr is None else constant_multiplier(start.constant_lr)
-    module = LevelModule(
-        network,
-        optimizer=instantiate(without_name(setup.optim_cfg), _convert_="all"),
-        lr_lambda=lr_lambda,
-        mask=fit.mask,
-        val_data=(datamodule.x_val, datamodule.y_val),
-        num_classes=datamodule.num_classes,
-        total_steps=setup.total_steps,
-        eval_every=setup.eval_every,
-        log_every=cfg.train.log_every,
-        start_weights=start_weights,
-        resume_progress=resuming,
-        task=getattr(datamodule, "task", None),
-        test_data=(datamodule.x_test, datamodule.y_test),
-        fresh_optimizer=start.fresh_optimizer,
-        on_evaluate=_eval_printer(setup, fit) if cfg.train.print_every_eval else None,
-    )
-    module.fit_device = device  # Lightning moves the module to the CPU after fit; finish_level moves it back
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            seeds = ", ".join(str(setups[i].cfg.seed) for i in members)
+            lp = fits[members[0]].paths
+            label = fit_label(setups[members[0]], fits[members[0]]) if len(members) == 1 else f"seed {seeds}"
+            progress.say_resume(fits[members[0]].level, step, setups[0].total_steps, lp.last_checkpoint, label)
+        reason = _unstackable(setups[members[0]], fits[members[0]]) if len(members) > 1 else None
+        batches = [[i] for i in members] if reason else [members]
+        if reason:
+            say(f"level {fits[members[0]].level}: {len(members)} replicas train one at a time: {reason}")
+        for chosen in batches:
+            results = fit_stack([setups[i] for i in chosen], [fits[i] for i in chosen], [trackers[i] for i in chosen])
+            for i, result in zip(chosen, results, strict=True):
+                out[i] = result
+    return [r for r in out if r is not None]
+
+
+def _unstackable(setup: Setup, fit: LevelFit) -> str | None:
+    """Why a group of replicas cannot train as one stack (None: it can)."""
+    t = setup.cfg.trainer
+    if t.strategy == "ddp" or (isinstance(t.devices, int) and t.devices > 1):
+        return f"trainer.strategy={t.strategy} trainer.devices={t.devices} trains one replica on several devices"
+    if fit.callbacks:
+        return "the fit carries callbacks of its own"
+    kind = kind_of(setup.network(seed=setup.cfg.seed))
+    if kind == SINGLE:
+        return f"model={setup.model_cfg.get('name', '?')} cannot be stacked (dropout, or a layer the stack lacks)"
+    return None
+
+
+def fit_stack(setups: Sequence[Setup], fits: Sequence[LevelFit], trackers: Sequence[Tracker]) -> list[LevelResult]:
+    first, spec = setups[0], fits[0]
+    cfg = first.cfg
+    networks = []
+    for setup, fit in zip(setups, fits, strict=True):
+        L.seed_everything(setup.cfg.seed, workers=False, verbose=False)
+        network = setup.network(seed=setup.cfg.seed)
+        M.check_compatible(fit.mask, M.prunable_weights(network), source=str(fit.paths.mask))
+        if fit.start.weights is not None and fit.start.checkpoint is None:
+            network.load_state_dict(M.masked_state_dict(fit.start.weights, fit.mask))
+        networks.append(network)
+    stack = Stack(networks)
+    prepare_network(stack.network, cfg.trainer)
+    resuming = spec.paths.last_checkpoint.exists()
+    start = spec.start
+    start_weights = None
+    if not resuming and start.weights is not None and start.checkpoint is not None:
+        start_weights = [f.start.weights for f in fits]  # swapped in when the checkpoint loads
+    for fit in fits:
+        fit.paths.last_checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    # The stacked checkpoints live beside the first replica's levels (its seed folder for the trunk, its branch
+    # folder for a control), under the lock the job holds on it (lottery/job.py), so no other job uses it; a killed
+    # fit's leftovers are removed here before the next one starts.
+    scratch_dir = spec.paths.dir.parent / SCRATCH
+    shutil.rmtree(scratch_dir, ignore_errors=True)
+    scratch_dir.mkdir(parents=True)
+    try:
+        ckpt_path = None
+        sources = [f.paths.last_checkpoint for f in fits] if resuming else [f.start.checkpoint for f in fits]
+        if resuming or start.checkpoint is not None:
+            ckpt_path = load_stacked(sources, scratch_dir / "start.ckpt", stack.stacked)
+        loggers = [t.level_loggers(f.level) for t, f in zip(trackers, fits, strict=True)]
+        trainer = make_trainer(setups, fits, loggers, scratch_dir / "save.ckpt", stack.stacked)
+        # The device is known once the Trainer exists; the data moves there before the module takes the splits.
+        # Not under trainer=ddp: its spawned workers receive the module (and its data) pickled from this CPU process.
+        single = trainer.num_devices == 1 and cfg.trainer.strategy != "ddp"
+        device = trainer.strategy.root_device if single else torch.device("cpu")
+        datamodules = [_datamodule(s, f) for s, f in zip(setups, fits, strict=True)]
+        for dm in datamodules:
+            place_data(dm, device, cfg.trainer)
+        dm = datamodules[0]
+        lr_lambda = first.lr_lambda() if start.constant_lr is None else constant_multiplier(start.constant_lr)
+        module = LevelModule(
+            stack,
+            optimizer=instantiate(without_name(first.optim_cfg), _convert_="all"),
+            lr_lambda=lr_lambda,
+            masks=[f.mask for f in fits],
+            val_data=(dm.x_val, dm.y_val),
+            num_classes=dm.num_classes,
+            total_steps=first.total_steps,
+            eval_every=first.eval_every,
+            log_every=cfg.train.log_every,
+            start_weights=start_weights,
+            resume_progress=resuming,
+            task=getattr(dm, "task", None),
+            test_data=(dm.x_test, dm.y_test),
+            fresh_optimizer=start.fresh_optimizer,
+            loggers=loggers,
+            on_evaluate=[
+                _eval_printer(s, f) if cfg.train.print_every_eval else None for s, f in zip(setups, fits, strict=True)
+            ],
+            batches=[_batches(d, s) for d, s in zip(datamodules, setups, strict=True)],
+            periods=(first.checkpoint_every, *(getattr(c, "every", None) for c in spec.callbacks)),
+            marks=(first.rewind_step,) if spec.capture_rewind else (),
+        )
+        module.fit_device = device  # Lightning moves the module to the CPU after fit; finish_level moves it back
+        trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
+    finally:
+        shutil.rmtree(scratch_dir, ignore_errors=True)
     module.restore_progress(trainer.callback_metrics)  # from the workers, when trainer.strategy=ddp spawned them
-    return module
+    if not stack.stacked:
+        return [LevelResult(stack.network, module, 0)]
+    return [LevelResult(setup.network(), module, i) for i, setup in enumerate(setups)]
+
+
+def _datamodule(setup: Setup, fit: LevelFit):
+    return setup.datamodule if fit.data_seed is None else setup.datamodule.replace(seed=fit.data_seed)
+
+
+def _batches(dm, setup: Setup) -> StepBatches:
+    return StepBatches(
+        dm.x_train, dm.y_train, dm.batch_size, dm.seed, setup.total_steps, augment=dm.augment, pad_value=dm.pad_value
+    )
 
 
 def fit_label(setup: Setup, fit: LevelFit) -> str:
@@ -146,30 +221,44 @@ def _eval_printer(setup: Setup, fit: LevelFit):
     return partial(progress.say_eval, fit.level, total=setup.total_steps, prefix=fit_label(setup, fit))
 
 
-def make_trainer(setup: Setup, fit: LevelFit, tracker: Tracker) -> L.Trainer:
+def make_trainer(
+    setups: Sequence[Setup], fits: Sequence[LevelFit], loggers: Sequence[Sequence[Logger]], scratch: Path, stacked: bool
+) -> L.Trainer:
     """The level's Trainer: max_steps is the run's length (a rewound or resumed fit continues from its step), no
-    Lightning validation loop or checkpointing of its own (LevelModule evaluates, ResumeCheckpoint saves)."""
-    cfg, lp = setup.cfg, fit.paths
-    every, seconds = setup.checkpoint_every, cfg.train.checkpoint_seconds
-    resume = ResumeCheckpoint(lp.last_checkpoint, setup.total_steps, every, seconds)
-    callbacks = [*fit.callbacks, resume]
-    if fit.capture_rewind:
-        callbacks.append(RewindCapture(setup.paths.rewind, setup.rewind_step))
+    Lightning validation loop or checkpointing of its own (LevelModule evaluates, LevelCheckpoints saves). Every
+    replica's loggers are the Trainer's, so Lightning saves and closes them; the module logs to each replica's own."""
+    first, spec = setups[0], fits[0]
+    cfg = first.cfg
+    checkpoints = LevelCheckpoints(
+        [f.paths.last_checkpoint for f in fits],
+        scratch,
+        first.total_steps,
+        stacked,
+        every=first.checkpoint_every,
+        seconds=cfg.train.checkpoint_seconds,
+        rewinds=[s.paths.rewind for s in setups] if spec.capture_rewind else None,
+        rewind_step=first.rewind_step,
+    )
+    callbacks: list[L.Callback] = [*spec.callbacks, checkpoints]
     # trainer.progress_bar draws the bar on a terminal only; a log file gets the per-level lines (progress.py)
     bar = cfg.trainer.progress_bar and stdout_is_terminal()
     if bar:
-        label = fit_label(setup, fit)
-        prefix = f"{label} " if label else ""
-        callbacks.append(LevelProgressBar(fit.level, setup.levels, M.density(fit.mask), prefix=prefix))
+        if len(setups) == 1:
+            label = fit_label(first, spec)
+            prefix = f"{label} " if label else ""
+        else:
+            prefix = f"{len(setups)} seeds ({','.join(str(s.cfg.seed) for s in setups)}) "
+        density = sum(M.density(f.mask) for f in fits) / len(fits)
+        callbacks.append(LevelProgressBar(spec.level, first.levels, density, prefix=prefix))
     return L.Trainer(
-        max_steps=setup.total_steps,
+        max_steps=first.total_steps,
         max_epochs=-1,
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
         strategy=strategy(cfg.trainer),
         precision=cfg.train.precision,
         deterministic=cfg.trainer.deterministic,
-        logger=tracker.level_loggers(fit.level) or False,
+        logger=[logger for group in loggers for logger in group] or False,
         callbacks=callbacks,
         enable_checkpointing=False,
         enable_progress_bar=bar,
@@ -177,5 +266,5 @@ def make_trainer(setup: Setup, fit: LevelFit, tracker: Tracker) -> L.Trainer:
         num_sanity_val_steps=0,
         limit_val_batches=0,
         log_every_n_steps=cfg.train.log_every,
-        default_root_dir=str(setup.paths.seed_dir),
+        default_root_dir=str(first.paths.seed_dir),
     )

@@ -10,7 +10,7 @@ import torch
 
 from lottery.core import artifacts
 from lottery.training import progress
-from lottery.training.module import LevelModule
+from lottery.training.module import LevelResult
 
 if TYPE_CHECKING:
     from lottery.setup import Setup
@@ -38,7 +38,7 @@ def plain_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in network.state_dict().items()}
 
 
-def finish_level(setup: Setup, fit: LevelFit, module: LevelModule, tracker: Tracker, key: bool = True) -> dict:
+def finish_level(setup: Setup, fit: LevelFit, module: LevelResult, tracker: Tracker, key: bool = True) -> dict:
     """Write a trained level's artifacts (metrics.json last). `key`: record the level key that lets other schedules
     reuse this level (trunk levels only)."""
     lp, level, mask = fit.paths, fit.level, fit.mask
@@ -69,9 +69,8 @@ def finish_level(setup: Setup, fit: LevelFit, module: LevelModule, tracker: Trac
     }
     if module.processes > 1:
         metrics["processes"] = module.processes  # trained by DDP; the ranks' weights were checked identical
-    cohort = getattr(module, "cohort_size", None)
-    if cohort is not None:  # trained as one replica of a cohort (lottery/training/cohort.py)
-        metrics["cohort"] = {"size": cohort, "device": str(module.fit_device)}
+    if module.stack_size > 1:  # trained as one replica of a stack of seeds (lottery/training/stack.py)
+        metrics["cohort"] = {"size": module.stack_size, "device": str(module.fit_device)}
     if key:
         metrics["level_key"] = setup.level_key(level)
     artifacts.save_torch(weights, lp.weights)

@@ -1,6 +1,7 @@
-"""Cohorts (lottery/training/cohort.py): seeds trained as one vectorized fit give each seed exactly what it gets as a
-cohort of one, keep per-replica masks exact, never leak between replicas, resume bit for bit after a kill, refuse
-what cannot be vectorized, and the launcher groups a sweep by everything but seed and branch."""
+"""One engine (lottery/training/stack.py, fit.py): seeds trained as one stack give each seed exactly what it gets alone
+(a solo run is a stack of one), keep per-replica masks exact, never leak between replicas, resume bit for bit after a
+kill, train one at a time what cannot stack, and the cohort launcher groups a sweep by everything but seed and
+branch."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from test_resume import artifacts_of, assert_identical
 from lottery.cli import prepare_job, run_cohort_configs, run_config
 from lottery.core import masks as M
 from lottery.models.mlp import MLP
-from lottery.training.cohort import CohortError, CohortModule, check_vectorizable
+from lottery.training import fit
+from lottery.training.module import LevelModule
+from lottery.training.stack import Stack
 
 KILL_SCRIPT = Path(__file__).with_name("kill_cohort.py")
 # Rewinding to step 20 and SGD with momentum under a cosine schedule: optimizer state, LR position and rewind point
@@ -32,12 +35,11 @@ def cohort(root: Path, seeds, *extra: str) -> dict[int, Path]:
 
 
 def without_cohort_record(artifacts: dict) -> dict:
-    """The artifacts minus the record of the cohort a level trained in (its size), which is all that may differ."""
-    out = {}
-    for name, level in artifacts.items():
-        assert "cohort" in level["metrics"], name
-        out[name] = {**level, "metrics": {k: v for k, v in level["metrics"].items() if k != "cohort"}}
-    return out
+    """The artifacts minus the record of the stack a level trained in (its size), which is all that may differ."""
+    return {
+        name: {**level, "metrics": {k: v for k, v in level["metrics"].items() if k != "cohort"}}
+        for name, level in artifacts.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -46,27 +48,30 @@ def cohort_of_three(tmp_path_factory):
     return {s: artifacts_of(d) for s, d in cohort(root, (0, 1, 2)).items()}
 
 
-def test_a_seed_in_a_cohort_of_three_equals_it_as_a_cohort_of_one(tmp_path, cohort_of_three):
-    alone = artifacts_of(cohort(tmp_path, (1,))[1])
+def test_a_seed_alone_equals_it_in_a_stack_of_three_bit_for_bit(tmp_path, cohort_of_three):
+    """Masks, weights and every metric: the solo command and the cohort launcher run one engine."""
+    run_config(compose_config(tiny(tmp_path, *EXTRA, "seed=1")))
+    alone = artifacts_of(seed_dir_of(tiny(tmp_path, *EXTRA, "seed=1")))
     assert [a["metrics"]["cohort"]["size"] for a in cohort_of_three[1].values()] == [3, 3, 3]
-    assert [a["metrics"]["cohort"]["size"] for a in alone.values()] == [1, 1, 1]
-    assert alone["level_0"]["metrics"]["cohort"]["device"] == "cpu"
-    assert_identical(without_cohort_record(cohort_of_three[1]), without_cohort_record(alone))
+    assert cohort_of_three[1]["level_0"]["metrics"]["cohort"]["device"] == "cpu"
+    assert all("cohort" not in a["metrics"] for a in alone.values())  # a stack of one records none
+    assert_identical(without_cohort_record(cohort_of_three[1]), alone)
     # and the seeds really differ from each other (different init and data order)
     w0, w1 = cohort_of_three[0]["level_2"]["weights"], cohort_of_three[1]["level_2"]["weights"]
     assert not torch.equal(w0["fc1.weight"], w1["fc1.weight"])
 
 
-def test_a_cohort_matches_the_solo_fit_up_to_float_rounding(tmp_path, cohort_of_three):
-    """The solo LevelModule runs single matrix products where the cohort runs batched ones, which sum in another
-    order: the same seed's weights agree to float rounding, and masks are identical (documented in the README)."""
-    run_config(compose_config(tiny(tmp_path, *EXTRA, "seed=2")))
-    solo = artifacts_of(seed_dir_of(tiny(tmp_path, *EXTRA, "seed=2")))
-    for level, record in cohort_of_three[2].items():
-        for k, m in record["mask"].items():
-            assert torch.equal(m, solo[level]["mask"][k]), (level, k)
-        for k, w in record["weights"].items():
-            torch.testing.assert_close(w, solo[level]["weights"][k], rtol=0, atol=1e-5)
+def test_a_seed_in_a_stack_of_eight_equals_it_alone(tmp_path):
+    dirs = cohort(tmp_path, range(8), "levels=1")
+    alone = cohort(tmp_path / "alone", (5,), "levels=1")[5]
+    assert_identical(without_cohort_record(artifacts_of(dirs[5])), without_cohort_record(artifacts_of(alone)))
+
+
+def module_of(nets, masks=None, **kwargs):
+    masks = masks or [M.dense_mask({k: v.shape for k, v in M.prunable_weights(n).items()}) for n in nets]
+    return LevelModule(
+        Stack(nets), torch.optim.SGD, lambda s: 1.0, masks, (torch.zeros(1, 12), torch.zeros(1).long()), 3, 1, 1
+    )
 
 
 def test_each_replica_keeps_its_own_mask_exactly():
@@ -77,16 +82,7 @@ def test_each_replica_keeps_its_own_mask_exactly():
         w = M.prunable_weights(net)
         g = torch.Generator().manual_seed(i)
         masks.append({k: torch.rand(v.shape, generator=g) < 0.3 + 0.3 * i for k, v in w.items()})
-    module = CohortModule(
-        nets,
-        optimizer=lambda params: torch.optim.Adam(params, lr=0.1, weight_decay=0.1),
-        lr_lambda=lambda step: 1.0,
-        masks=masks,
-        val_data=(torch.randn(8, 12), torch.randint(0, 3, (8,))),
-        num_classes=3,
-        total_steps=5,
-        eval_every=100,
-    )
+    module = module_of(nets, masks)
     optimizer = torch.optim.Adam(module.network.parameters(), lr=0.1, weight_decay=0.1)
     module.enforce_mask()
     for _ in range(5):
@@ -106,10 +102,9 @@ def test_each_replica_keeps_its_own_mask_exactly():
 def test_a_replicas_gradient_does_not_depend_on_another_replicas_data():
     torch.manual_seed(0)
     nets = [MLP([12], 3, [16]) for _ in range(3)]
-    dense = [M.dense_mask({k: v.shape for k, v in M.prunable_weights(n).items()}) for n in nets]
-    module = CohortModule(
-        nets, torch.optim.SGD, lambda s: 1.0, dense, (torch.zeros(1, 12), torch.zeros(1).long()), 3, 1, 1
-    )
+    solo = MLP([12], 3, [16])
+    solo.load_state_dict(nets[0].state_dict())
+    module = module_of(nets)
     xs, ys = torch.randn(3, 10, 12), torch.randint(0, 3, (3, 10))
 
     def grads(xs):
@@ -124,23 +119,21 @@ def test_a_replicas_gradient_does_not_depend_on_another_replicas_data():
     for k in before:
         assert torch.equal(before[k][0], after[k][0]) and torch.equal(before[k][2], after[k][2]), k
         assert not torch.equal(before[k][1], after[k][1]), k
-    # replica 0's gradient is its solo network's gradient on its own batch
-    solo = nets[0]
-    solo.zero_grad()
+    # replica 0's gradient is its plain network's gradient on its own batch, bit for bit
     torch.nn.functional.cross_entropy(solo(xs[0]), ys[0]).backward()
     for name, p in solo.named_parameters():
-        torch.testing.assert_close(before[name][0], p.grad, rtol=0, atol=1e-6)
+        assert torch.equal(before[name][0], p.grad), name
 
 
 @pytest.mark.parametrize(
     "point,level,step,resumes",
     [
         # after the rewind capture and the step-20 checkpoints: level 0 resumes at 20
-        ("step", 0, 30, ["level 0: seed 0, 1 resuming at step 20 of 60"]),
+        ("step", 0, 30, ["seed 0, 1 level 0: resuming at step 20 of 60"]),
         # seed 0 saved step 40, seed 1 had no checkpoint yet: two sub-cohorts, seed 1 restarts at its rewind step
-        ("split", 1, 40, ["level 1: seed 0 resuming at step 40 of 60"]),
+        ("split", 1, 40, ["seed 0 level 1: resuming at step 40 of 60"]),
         # seed 0 finished level 1, seed 1 did not: seed 1 resumes level 1 alone
-        ("level_end", 1, 0, ["level 1: seed 1 resuming at step 40 of 60"]),
+        ("level_end", 1, 0, ["seed 1 level 1: resuming at step 40 of 60"]),
     ],
 )
 def test_a_killed_cohort_resumes_to_identical_results(tmp_path, capsys, cohort_of_three, point, level, step, resumes):
@@ -153,25 +146,21 @@ def test_a_killed_cohort_resumes_to_identical_results(tmp_path, capsys, cohort_o
     assert killed.returncode == -9, killed.stderr[-2000:]
     capsys.readouterr()
     dirs = cohort(tmp_path, (0, 1))
-    said = [line for line in capsys.readouterr().out.splitlines() if "resuming" in line]
+    said = [line.split(" from ")[0] for line in capsys.readouterr().out.splitlines() if "resuming" in line]
     assert said == resumes
     for s in (0, 1):
         assert_identical(without_cohort_record(artifacts_of(dirs[s])), without_cohort_record(cohort_of_three[s]))
-    assert not list(tmp_path.rglob("last.ckpt")) and not list(tmp_path.rglob(".cohort"))
+    assert not list(tmp_path.rglob("last.ckpt")) and not list(tmp_path.rglob(".stack"))
 
 
-def test_models_a_cohort_cannot_vectorize_are_refused_clearly():
-    from lottery.models.resnet import ResNet
-
-    with pytest.raises(CohortError, match=r"model=resnet20 has BatchNorm .*without launcher=cohort"):
-        check_vectorizable(ResNet((3, 32, 32), 10, depth=20), "resnet20")
-    check_vectorizable(MLP([40], 10, [100, 100]), "mlp")  # accepted
-
-
-def test_a_cohort_refuses_a_distributed_trainer(tmp_path):
-    jobs = [prepare_job(compose_config(tiny(tmp_path, "trainer.devices=2", "trainer.strategy=ddp", "seed=0")))]
-    with pytest.raises(CohortError, match="trainer.devices=1"):
-        run_cohort_configs(jobs)
+def test_what_cannot_stack_trains_one_replica_at_a_time_with_a_notice(tmp_path, capsys):
+    """A distributed trainer, or a model the stack cannot run, does not end the sweep: its replicas train apart."""
+    setups = [prepare_job(compose_config(tiny(tmp_path, "trainer.devices=2", "trainer.strategy=ddp")))[0]]
+    assert "trainer.strategy=ddp trainer.devices=2" in fit._unstackable(setups[0], None)
+    dropout = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.1))
+    assert Stack([dropout]).kind == "single"
+    with pytest.raises(ValueError, match="cannot be stacked"):
+        Stack([dropout, dropout])
 
 
 def test_the_launcher_groups_a_mixed_sweep_by_everything_but_seed_and_branch():
@@ -241,3 +230,41 @@ def test_a_control_in_a_cohort_equals_it_as_a_cohort_of_one(tmp_path, branch):
     alone = cohort(tmp_path / "alone", (1,), f"branch={branch}", "levels=1")[1] / f"branch_{branch}"
     assert_identical(without_cohort_record(artifacts_of(pair)), without_cohort_record(artifacts_of(alone)))
     assert json.loads((pair / "level_1" / "metrics.json").read_text())["cohort"]["size"] == 2
+
+
+RESNET = (
+    "data=synthetic_cifar10",
+    "data.num_samples=240",
+    "data.val_size=40",
+    "model=resnet20",
+    "model.width=0.25",
+    "train.batch_size=16",
+    "levels=1",
+)
+
+
+def test_a_resnet_seed_alone_equals_it_in_a_stack_of_three(tmp_path):
+    """BatchNorm models stack: running statistics per replica, train/eval switched around every evaluation."""
+    three = cohort(tmp_path / "three", (0, 1, 2), *RESNET)
+    run_config(compose_config(tiny(tmp_path / "alone", *EXTRA, *RESNET, "seed=1")))
+    alone = artifacts_of(seed_dir_of(tiny(tmp_path / "alone", *EXTRA, *RESNET, "seed=1")))
+    assert "level_1" in alone and any("running_mean" in k for k in alone["level_1"]["weights"])
+    assert_identical(without_cohort_record(artifacts_of(three[1])), alone)
+
+
+def test_csv_logs_and_printed_evaluations_are_the_same_alone_and_in_a_stack(tmp_path, capsys):
+    """logger=csv writes each seed's metrics.csv under launcher=cohort too, with the solo run's exact rows; and
+    train.print_every_eval prints each seed's evaluations."""
+    settings = ("logger=csv", "train.print_every_eval=true", "levels=1")
+    pair = cohort(tmp_path / "pair", (0, 1), *settings)
+    out = capsys.readouterr().out
+    run_config(compose_config(tiny(tmp_path / "alone", *EXTRA, *settings, "seed=1")))
+    solo_out = capsys.readouterr().out
+    alone = seed_dir_of(tiny(tmp_path / "alone", *EXTRA, *settings, "seed=1"))
+    for level in (0, 1):
+        logged = (pair[1] / "logs" / f"level_{level}" / "metrics.csv").read_text()
+        assert "val/acc" in logged and "train/loss" in logged
+        assert logged == (alone / "logs" / f"level_{level}" / "metrics.csv").read_text()
+    for seed in (0, 1):
+        assert f"seed {seed} level 1  step 60/60  val acc" in out
+    assert "level 1  step 60/60  val acc" in solo_out
