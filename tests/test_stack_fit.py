@@ -62,8 +62,11 @@ def test_a_seed_alone_equals_it_in_a_stack_of_three_bit_for_bit(tmp_path, cohort
 
 
 def test_a_seed_in_a_stack_of_eight_equals_it_alone(tmp_path):
-    dirs = cohort(tmp_path, range(8), "levels=1")
-    alone = cohort(tmp_path / "alone", (5,), "levels=1")[5]
+    """With Adam (the multi-tensor implementation every fit uses) and weight decay."""
+    adam = ("levels=1", "optim=adam", "optim.weight_decay=0.01")
+    dirs = cohort(tmp_path, range(8), *adam)
+    run_config(compose_config(tiny(tmp_path / "alone", *EXTRA, *adam, "seed=5")))
+    alone = seed_dir_of(tiny(tmp_path / "alone", *EXTRA, *adam, "seed=5"))
     assert_identical(without_cohort_record(artifacts_of(dirs[5])), without_cohort_record(artifacts_of(alone)))
 
 

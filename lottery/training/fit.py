@@ -170,7 +170,7 @@ def fit_stack(setups: Sequence[Setup], fits: Sequence[LevelFit], trackers: Seque
         lr_lambda = first.lr_lambda() if start.constant_lr is None else constant_multiplier(start.constant_lr)
         module = LevelModule(
             stack,
-            optimizer=instantiate(without_name(first.optim_cfg), _convert_="all"),
+            optimizer=optimizer_factory(first.optim_cfg),
             lr_lambda=lr_lambda,
             masks=[f.mask for f in fits],
             val_data=(dm.x_val, dm.y_val),
@@ -199,6 +199,14 @@ def fit_stack(setups: Sequence[Setup], fits: Sequence[LevelFit], trackers: Seque
     if not stack.stacked:
         return [LevelResult(stack.network, module, 0)]
     return [LevelResult(setup.network(), module, i) for i, setup in enumerate(setups)]
+
+
+def optimizer_factory(optim_cfg: dict):
+    """The configured optimizer (torch.optim.Adam or SGD) with torch's multi-tensor ("foreach") implementation: the
+    same element-wise update in a few calls over all tensors instead of a Python loop per tensor (on the CPU about
+    twice as fast for LeNet-300-100's Adam step, measured here). Never `fused`: fused kernels split their work by a
+    tensor's length, so a replica's rounding would depend on the stack's size."""
+    return partial(instantiate(without_name(optim_cfg), _convert_="all"), foreach=True)
 
 
 def _datamodule(setup: Setup, fit: LevelFit):

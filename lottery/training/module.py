@@ -126,6 +126,7 @@ class LevelModule(L.LightningModule):
         self.periods = tuple(p for p in periods if p)
         self.marks = tuple(marks)
         self.automatic_optimization = False
+        self._direct: tuple | None = None  # (optimizer, scheduler, step counter) for plain steps (on_train_start)
 
     # ---- the replicas
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,12 +183,21 @@ class LevelModule(L.LightningModule):
 
     def train_step(self, xs: torch.Tensor, ys: torch.Tensor) -> None:
         """One optimizer step of every replica on its own batch, then the masks."""
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         losses = self.replica_losses(xs, ys)
-        optimizer.zero_grad(set_to_none=True)
-        # A sum, not a mean: replica i's gradient is exactly its own loss's gradient, whatever N.
-        self.manual_backward(losses.sum())
-        optimizer.step()
+        if self._direct is None:
+            optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+            optimizer.zero_grad(set_to_none=True)
+            # A sum, not a mean: replica i's gradient is exactly its own loss's gradient, whatever N.
+            self.manual_backward(losses.sum())
+            optimizer.step()
+        else:
+            optimizer, scheduler, progress = self._direct
+            optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()
+            # What Lightning's optimizer wrapper does around a step, less its hooks: count it (global_step).
+            progress.increment_ready()
+            optimizer.step()
+            progress.increment_completed()
         scheduler.step()
         self.enforce_mask()
         detached = losses.detach()
@@ -238,6 +248,15 @@ class LevelModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._clock = time.perf_counter()
+        # One process without a gradient scaler (fp16's): the plain torch optimizer and backward, counted where
+        # Lightning's manual loop counts its steps. Lightning's wrappers add per-step hooks and bookkeeping that
+        # cost a tenth of a small network's step (benchmarks/imp_speed.py); under DDP or fp16 they are kept.
+        plain = self.trainer.world_size == 1 and getattr(self.trainer.precision_plugin, "scaler", None) is None
+        self._direct = None
+        if plain:
+            optimizer = self.optimizers().optimizer
+            progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+            self._direct = (optimizer, self.lr_schedulers(), progress)
 
     def maybe_evaluate(self, step: int) -> None:
         if step % self.eval_every and step != self.total_steps:
