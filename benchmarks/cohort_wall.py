@@ -8,8 +8,8 @@ basic launcher (solo fits); (2) `lottery -m launcher=cohort seed=0,...,N-1 <over
 cohort. Both with logger=none and no progress bar; times are whole commands (start-up, data, every level, reports).
 The target (issue: cohorts): the N-seed cohort within 2.0x one seed alone, i.e. at least N/2 times faster than the
 N solo runs one after another (estimated as N times the solo run: the seeds' runs cost the same). It also checks that
-every seed's levels came out of a cohort of N and that the cohort's seed 0 has the solo run's masks (a replica differs
-from a solo fit by float rounding only, so masks agree unless a magnitude tie falls differently).
+every seed's levels came out of a cohort of N and that the cohort's seed 0 has the solo run's masks and weights, bit for
+bit (one engine: a solo run is a stack of one).
 """
 
 from __future__ import annotations
@@ -68,16 +68,15 @@ def main() -> int:
             all(
                 torch.equal(a, b)
                 for a, b in zip(
-                    torch.load(solo_dir / lv / "mask.pt").values(),
-                    torch.load(dirs[0] / lv / "mask.pt").values(),
-                    strict=True,
+                    torch.load(solo_dir / lv / name).values(), torch.load(dirs[0] / lv / name).values(), strict=True
                 )
             )
             for lv in levels
+            for name in ("mask.pt", "weights.pt")
         )
     ratio = cohort / solo
     print(f"overrides: {' '.join(args.overrides) or '(the default experiment)'}; levels: {len(levels)}")
-    print(f"cohort sizes recorded in metrics.json: {sorted(sizes)}; seed 0 masks equal to the solo run's: {same_masks}")
+    print(f"cohort sizes in metrics.json: {sorted(sizes)}; seed 0 masks and weights as the solo run's: {same_masks}")
     print(
         f"cohort of {args.seeds} / one seed alone = {ratio:.2f}x "
         f"(target <= 2.0x): {'met' if ratio <= 2.0 else 'MISSED'}; "

@@ -42,11 +42,10 @@ def trace_fits(monkeypatch) -> dict[str, dict]:
     on_train_start, train_step = LevelModule.on_train_start, LevelModule.train_step
 
     def record_start(self):
-        optimizer = self.trainer.optimizers[0]
         fits[current["name"]]["start"] = self.trainer.global_step
         fits[current["name"]]["state"] = {  # replica 0's slice of the stack's state (a run is a stack of one)
             k: {n: t[0].clone() if t.dim() else t.clone() for n, t in s.items()}
-            for k, s in optimizer.state_dict()["state"].items()
+            for k, s in self.optimizer_state()["state"].items()
         }
         on_train_start(self)
 

@@ -98,7 +98,7 @@ def record_starts(monkeypatch) -> list[dict]:
                 "lr": optimizer.param_groups[0]["lr"],
                 "optimizer_state": {  # replica 0's slice of the stack's state (a run is a stack of one)
                     k: {n: t[0].clone() if t.dim() else t.clone() for n, t in st.items()}
-                    for k, st in optimizer.state_dict()["state"].items()
+                    for k, st in self.optimizer_state()["state"].items()
                 },
             }
         )

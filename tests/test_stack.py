@@ -46,8 +46,18 @@ def replica_zero(make, shape, n, train=True):
     return out.view(n, -1, *out.shape[1:])[0].detach(), grads, buffers, stack.kind
 
 
+@pytest.fixture(params=[1, 2], ids=["1-thread", "2-threads"])
+def threads(request):
+    """Both thread counts: batched products of small matrices (10 rows) summed differently at N = 1 and N = 3 with
+    two threads only, which is why every stacked layer calls the solo kernel per replica."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_a_replica_computes_the_same_bits_in_stacks_of_1_3_and_8(name):
+def test_a_replica_computes_the_same_bits_in_stacks_of_1_3_and_8(name, threads):
     make, shape = MODELS[name]
     one = replica_zero(make, shape, 1)
     assert one[3] == (VMAP if name == "transformer" else EXPLICIT)
@@ -97,3 +107,45 @@ def test_kinds_follow_the_model_never_the_size():
     assert kind_of(Transformer([6], 10, d_model=8, n_layers=1, n_heads=2, d_mlp=8)) == VMAP
     assert kind_of(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.2))) == SINGLE
     assert kind_of(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))) == SINGLE
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        lambda params: torch.optim.Adam(params, lr=1e-2, weight_decay=0.01, foreach=True),
+        lambda params: torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4, foreach=True),
+    ],
+    ids=["adam", "sgd"],
+)
+def test_a_flat_buffer_trains_exactly_as_separate_parameters(optimizer):
+    """lottery/training/flat.py: the same updates, bit for bit, gradients accumulated in the buffer, and an optimizer
+    state that converts to the per-parameter form and back."""
+    from lottery.training.flat import FlatParams, state_flat
+
+    make, shape = MODELS["resnet20"]
+    (net,) = replicas(make, 1)
+    separate, flat = Stack([copy.deepcopy(net)]), Stack([copy.deepcopy(net)])
+    params = list(separate.network.parameters())
+    buffer = FlatParams(list(flat.network.parameters()))
+    opt_a, opt_b = optimizer(params), optimizer([buffer.flat])
+    for _ in range(4):
+        x, y = torch.randn(*shape), torch.randint(0, 10, (shape[0],))
+        opt_a.zero_grad()
+        torch.nn.functional.cross_entropy(separate.forward(x), y).backward()
+        opt_a.step()
+        opt_b.zero_grad(set_to_none=False)
+        torch.nn.functional.cross_entropy(flat.forward(x), y).backward()
+        opt_b.step()
+        assert buffer.attached()
+    for a, b in zip(params, flat.network.parameters(), strict=True):
+        assert torch.equal(a, b)
+    per = buffer.state_per_param(opt_b.state_dict())
+    expected = opt_a.state_dict()
+    assert per["param_groups"] == expected["param_groups"]
+    for i, entry in expected["state"].items():
+        assert all(torch.equal(torch.as_tensor(per["state"][i][k]), torch.as_tensor(v)) for k, v in entry.items())
+    back = state_flat(per, len(params))
+    assert all(
+        torch.equal(torch.as_tensor(back["state"][0][k]), torch.as_tensor(v))
+        for k, v in opt_b.state_dict()["state"][0].items()
+    )

@@ -35,6 +35,7 @@ from lottery.core.artifacts import PREFIX
 from lottery.data.batches import StepBatches
 from lottery.data.tasks import Task
 from lottery.training.checkpoints import ENGINE, StackBatches, StepChunks
+from lottery.training.flat import FlatParams, flattenable, state_flat
 from lottery.training.stack import Stack, repeat_rows
 
 # A replica's results beside its weights, kept in its checkpoints; under DDP they travel back from the spawned workers
@@ -127,6 +128,7 @@ class LevelModule(L.LightningModule):
         self.marks = tuple(marks)
         self.automatic_optimization = False
         self._direct: tuple | None = None  # (optimizer, scheduler, step counter) for plain steps (on_train_start)
+        self._flat: FlatParams | None = None  # the parameters' flat buffer, when the fit uses one (flat_wanted)
 
     # ---- the replicas
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -151,13 +153,27 @@ class LevelModule(L.LightningModule):
         params = self.stack.params()
         return {name: params[name].detach()[i] for name in self.mask}
 
+    def optimizer_state(self) -> dict:
+        """The optimizer's state dict in the per-parameter form checkpoints hold (whether or not a flat buffer
+        trains)."""
+        state = self.trainer.optimizers[0].state_dict()
+        return state if self._flat is None else self._flat.state_per_param(state)
+
     def train_dataloader(self) -> StepChunks:
         return StepChunks(
             StackBatches(self.batches, start_step=lambda: self.trainer.global_step), next_stop=self.next_stop
         )
 
+    def flat_wanted(self) -> bool:
+        """Whether this fit trains on a flat buffer (lottery/training/flat.py): one process, and parameters a buffer
+        can back. Decided the same way when a checkpoint loads (before the optimizer exists) and when it is made."""
+        return self.trainer.world_size == 1 and flattenable(list(self.network.parameters()))
+
     def configure_optimizers(self):
-        optimizer = self.make_optimizer(self.network.parameters())
+        # Called after the network is on its device (and its checkpointed weights loaded), so the buffer is there too.
+        params = list(self.network.parameters())
+        self._flat = FlatParams(params) if self.flat_wanted() else None
+        optimizer = self.make_optimizer([self._flat.flat] if self._flat is not None else params)
         scheduler = LambdaLR(optimizer, self.lr_lambda)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -168,6 +184,8 @@ class LevelModule(L.LightningModule):
         (lottery/training/checkpoints.py: StepChunks)."""
         for xs, ys in chunk:
             self.train_step(xs, ys)
+        if self._flat is not None and not self._flat.attached():
+            raise RuntimeError("a parameter's gradient left the flat buffer: the optimizer would see no gradient")
         step = self.trainer.global_step
         if step % self.log_every == 0 or step == self.total_steps:
             # The training loss is summed on the device and reported as a mean every `log_every` steps.
@@ -186,13 +204,14 @@ class LevelModule(L.LightningModule):
         losses = self.replica_losses(xs, ys)
         if self._direct is None:
             optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad(set_to_none=self._flat is None)
             # A sum, not a mean: replica i's gradient is exactly its own loss's gradient, whatever N.
             self.manual_backward(losses.sum())
             optimizer.step()
         else:
             optimizer, scheduler, progress = self._direct
-            optimizer.zero_grad(set_to_none=True)
+            # A flat buffer's gradient is zeroed in place: the parameters' gradients are views into it.
+            optimizer.zero_grad(set_to_none=self._flat is None)
             losses.sum().backward()
             # What Lightning's optimizer wrapper does around a step, less its hooks: count it (global_step).
             progress.increment_ready()
@@ -219,6 +238,10 @@ class LevelModule(L.LightningModule):
             self._keep = [
                 (params[n], m.to(params[n].device, params[n].dtype)) for n, m in self.mask.items() if not bool(m.all())
             ]
+            if self._flat is not None and self._keep:  # one multiply over the whole buffer
+                index = {name: i for i, name in enumerate(params)}
+                keep = {index[n]: m for n, m in self.mask.items() if not bool(m.all())}
+                self._keep = [(self._flat.flat.data, self._flat.flat_mask(keep))]
         for p, keep in self._keep:
             p.mul_(keep)
 
@@ -248,6 +271,8 @@ class LevelModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._clock = time.perf_counter()
+        if self._flat is not None:
+            self._flat.attach()
         # One process without a gradient scaler (fp16's): the plain torch optimizer and backward, counted where
         # Lightning's manual loop counts its steps. Lightning's wrappers add per-step hooks and bookkeeping that
         # cost a tenth of a small network's step (benchmarks/imp_speed.py); under DDP or fp16 they are kept.
@@ -323,6 +348,8 @@ class LevelModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lottery_stack"] = [self.progress_of(i) for i in range(self.size)]
         checkpoint["lottery_engine"] = ENGINE
+        if self._flat is not None:  # checkpoints hold the per-parameter optimizer state, whichever form trained
+            checkpoint["optimizer_states"] = [self._flat.state_per_param(s) for s in checkpoint["optimizer_states"]]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Called before Lightning loads the state dict, so this is where a level's starting weights are made:
@@ -341,6 +368,9 @@ class LevelModule(L.LightningModule):
             for optimizer_state in checkpoint["optimizer_states"]:
                 optimizer_state["state"] = {}
             self.train_seconds = [r.get("train_seconds", 0.0) for r in replicas] or self.train_seconds
+        if self.flat_wanted():  # the optimizer this fit makes holds the flat buffer alone
+            count = len(list(self.network.parameters()))
+            checkpoint["optimizer_states"] = [state_flat(s, count) for s in checkpoint["optimizer_states"]]
 
 
 class LevelResult(nn.Module):

@@ -9,10 +9,13 @@ which treats every example alike, runs unchanged, and only layers with weights n
 Three kinds, chosen by the model and never by N, so a replica computes the same bits at every N:
 
     explicit  every parameter and buffer lives in a Linear, Conv1d/2d or BatchNorm1d/2d: these become stacked layers
-              (Linear: `baddbmm` over (N, out, in); convolution: one call per replica on its rows; BatchNorm: the
-              replicas as N x C channels of one batch norm, running statistics per replica). Measured on this
-              machine's CPU: each replica's outputs and gradients are bit-identical at N = 1 and N = 8
-              (tests/test_stack.py), and a stack of 1 runs at the plain layer's cost.
+              whose weights carry the replica dimension and which call the solo kernel once per replica on its own
+              rows (BatchNorm with running statistics per replica). Batched kernels (one `baddbmm`, one grouped
+              convolution) were measured here and rejected: with two threads they summed a replica's outputs in
+              another order at N = 8 than at N = 1. Per-replica calls are the solo calls, so a replica's outputs,
+              gradients and statistics are bit-identical at every N (tests/test_stack.py) and a stack of 1 is the
+              plain network; what a stack saves is everything around the layers (one Lightning step per chunk, one
+              optimizer over a flat buffer, one mask multiply, one loss, one data gather).
     vmap      the rest of our own models (the Transformer uses its position table and a tied embedding directly in
               its forward): `vmap(functional_call)` over the stacked parameters, PyTorch's ensembling recipe.
     single    models that neither form can run (Hugging Face models; active dropout, whose draws would depend on N):
@@ -66,18 +69,12 @@ def _stacked(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack([t.detach() for t in tensors]).clone()
 
 
-def _by_replica(x: torch.Tensor, n: int) -> torch.Tensor:
-    """(N * B, C, *S) -> (B, N * C, *S): the replicas as channel groups of one batch."""
-    return x.view(n, -1, *x.shape[1:]).movedim(0, 1).reshape(-1, n * x.shape[1], *x.shape[2:])
-
-
-def _by_example(x: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, N * C, *S) -> (N * B, C, *S), back to replica-major rows."""
-    b = x.shape[0]
-    return x.view(b, n, -1, *x.shape[2:]).movedim(1, 0).reshape(n * b, -1, *x.shape[2:])
-
-
 class StackedLinear(nn.Module):
+    """Linear of N replicas: each replica's rows through its own weight, the solo call. Not one `baddbmm` over the
+    stacked weights: measured here with two threads, a batched product of small matrices (10 rows of 256 features)
+    summed replica 0's outputs differently at N = 3 and 8 than at N = 1 (one matrix runs multi-threaded, a batch of
+    them one thread each), so a seed's result would depend on its stack."""
+
     def __init__(self, layers: Sequence[nn.Linear]) -> None:
         super().__init__()
         self.weight = nn.Parameter(_stacked([m.weight for m in layers]))  # (N, out, in)
@@ -85,10 +82,9 @@ class StackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.weight.shape[0]
-        rows = x.reshape(n, -1, x.shape[-1])
-        w = self.weight.transpose(1, 2)
-        out = torch.bmm(rows, w) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), rows, w)
-        return out.reshape(*x.shape[:-1], out.shape[-1])
+        rows = x.view(n, -1, *x.shape[1:])
+        outs = [F.linear(rows[i], self.weight[i], None if self.bias is None else self.bias[i]) for i in range(n)]
+        return outs[0] if n == 1 else torch.cat(outs)
 
 
 class StackedConv(nn.Module):
@@ -128,8 +124,9 @@ class StackedConv(nn.Module):
 
 
 class StackedBatchNorm(nn.Module):
-    """BatchNorm1d/2d of N replicas: the replicas' channels side by side in one batch norm, so each replica's batch
-    statistics come from its own examples and its running statistics (rows of (N, C) buffers) are its own."""
+    """BatchNorm1d/2d of N replicas, one call per replica on its own rows: each replica's batch statistics come from
+    its own examples, and its running statistics (rows of (N, C) buffers, updated in place through the row views) are
+    its own."""
 
     def __init__(self, layers: Sequence[nn.modules.batchnorm._BatchNorm]) -> None:
         super().__init__()
@@ -145,17 +142,21 @@ class StackedBatchNorm(nn.Module):
         n = self.weight.shape[0]
         if self.training:
             self.num_batches_tracked.add_(1)
-        out = F.batch_norm(
-            _by_replica(x, n),
-            self.running_mean.view(-1),  # views: the in-place update of the statistics lands in the (N, C) buffers
-            self.running_var.view(-1),
-            self.weight.reshape(-1),
-            self.bias.reshape(-1),
-            self.training,
-            self.momentum,
-            self.eps,
-        )
-        return _by_example(out, n)
+        rows = x.view(n, -1, *x.shape[1:])
+        outs = [
+            F.batch_norm(
+                rows[i],
+                self.running_mean[i],
+                self.running_var[i],
+                self.weight[i],
+                self.bias[i],
+                self.training,
+                self.momentum,
+                self.eps,
+            )
+            for i in range(n)
+        ]
+        return outs[0] if n == 1 else torch.cat(outs)
 
 
 def _stacked_layer(layers: Sequence[nn.Module]) -> nn.Module:
