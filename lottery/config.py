@@ -246,7 +246,7 @@ class TrainerConfig:
     progress_bar: bool = True
     # torch intra-op threads of this process; null: torch's default, one per core (conf/trainer/cpu.yaml sets 1).
     # Jobs side by side on one machine must share its cores (oversubscribed threads wait on each other; README,
-    # Threads): launcher=joblib sets cores // n_jobs, launcher=slurm the task's cpus_per_task, launcher=cohort all.
+    # Threads): launcher=joblib sets cores // n_jobs, launcher=slurm the task's cpus_per_task; launcher=cohort keeps it.
     threads: int | None = None
     # Speed switches (training/fast.py). Not hashed: they change speed and at most float rounding, not the recipe.
     # Move the train/val/test tensors to the GPU once per run (no DataLoader workers, no per-step copies); no-op on CPU.

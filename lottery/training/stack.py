@@ -9,13 +9,14 @@ which treats every example alike, runs unchanged, and only layers with weights n
 Three kinds, chosen by the model and never by N, so a replica computes the same bits at every N:
 
     explicit  every parameter and buffer lives in a Linear, Conv1d/2d or BatchNorm1d/2d: these become stacked layers
-              whose weights carry the replica dimension and which call the solo kernel once per replica on its own
-              rows (BatchNorm with running statistics per replica). Batched kernels (one `baddbmm`, one grouped
-              convolution) were measured here and rejected: with two threads they summed a replica's outputs in
-              another order at N = 8 than at N = 1. Per-replica calls are the solo calls, so a replica's outputs,
-              gradients and statistics are bit-identical at every N (tests/test_stack.py) and a stack of 1 is the
-              plain network; what a stack saves is everything around the layers (one Lightning step per chunk, one
-              optimizer over a flat buffer, one mask multiply, one loss, one data gather).
+              whose weights carry the replica dimension. Convolutions and BatchNorm call the solo kernel once per
+              replica on its own rows (running statistics per replica); a Linear is one `baddbmm` on one thread
+              and a call per replica on more (see StackedLinear). Batched kernels were kept only where measured
+              N-independent: one grouped convolution summed a replica's outputs differently at N = 8 than at N = 1
+              even on one thread, a `baddbmm` only with several threads. So a replica's outputs, gradients and
+              statistics are bit-identical at every N (tests/test_stack.py, on one and two threads). Beyond the
+              layers a stack saves one Lightning step per chunk, one optimizer call over a flat buffer, one mask
+              multiply, one loss and one data gather for all replicas.
     vmap      the rest of our own models (the Transformer uses its position table and a tied embedding directly in
               its forward): `vmap(functional_call)` over the stacked parameters, PyTorch's ensembling recipe.
     single    models that neither form can run (Hugging Face models; active dropout, whose draws would depend on N):
@@ -70,10 +71,12 @@ def _stacked(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 class StackedLinear(nn.Module):
-    """Linear of N replicas: each replica's rows through its own weight, the solo call. Not one `baddbmm` over the
-    stacked weights: measured here with two threads, a batched product of small matrices (10 rows of 256 features)
-    summed replica 0's outputs differently at N = 3 and 8 than at N = 1 (one matrix runs multi-threaded, a batch of
-    them one thread each), so a seed's result would depend on its stack."""
+    """Linear of N replicas. On one thread (trainer.threads=1, the CPU default) one `baddbmm` over the stacked (N, out,
+    in) weights: measured here, a replica's outputs and gradients from it are the same bits at N = 1, 3 and 8 for
+    every shape tried. With more threads, each replica's rows through its own weight, the solo call: there a batched
+    product of small matrices (10 rows of 256 features) summed replica 0's outputs differently at N = 3 and 8 than
+    at N = 1 (one matrix runs multi-threaded, a batch of them one thread each). The choice depends on the thread
+    count, never on N, so a replica's bits never depend on its stack."""
 
     def __init__(self, layers: Sequence[nn.Linear]) -> None:
         super().__init__()
@@ -82,6 +85,11 @@ class StackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.weight.shape[0]
+        if torch.get_num_threads() == 1:
+            rows = x.reshape(n, -1, x.shape[-1])
+            w = self.weight.transpose(1, 2)
+            out = torch.bmm(rows, w) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), rows, w)
+            return out.reshape(*x.shape[:-1], out.shape[-1])
         rows = x.view(n, -1, *x.shape[1:])
         outs = [F.linear(rows[i], self.weight[i], None if self.bias is None else self.bias[i]) for i in range(n)]
         return outs[0] if n == 1 else torch.cat(outs)
