@@ -1,6 +1,7 @@
 """A stack's parameters and gradients in one contiguous buffer, so an optimizer step and the mask multiply are a few
-operations over all of them rather than a few per tensor (on a small MLP, Adam's per-tensor overhead was a third of a
-step; measured in benchmarks/imp_speed.py).
+operations over all of them rather than a few per tensor. Measured here with a micro-benchmark of Adam alone (one
+thread): the MNIST-1D MLP's six tensors took 0.35 ms per step with the per-tensor loop, a third of its 1 ms training
+step, 0.28 ms multi-tensor and 0.17 ms on one buffer; LeNet-300-100's 0.86, 0.65 and 0.53 ms.
 
 Every parameter of the network stays a Parameter with its own name and shape (state dicts, masks and checkpoints see
 nothing new); its data is a view into `flat`, and its gradient a view into `flat.grad`, which backward accumulates
