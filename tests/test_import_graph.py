@@ -1,9 +1,10 @@
 """The package's shape, read from its imports with `ast`: no import circles, a top level of at most nine modules (the
 spine), no module importing another module's `_private` name, and the lower packages never importing the spine.
 
-Imports inside `if TYPE_CHECKING:` blocks are left out: they never run, and they are how the lower packages name the
-spine's `Setup` in type hints (import-linter calls this `exclude_type_checking_imports`). Imports inside functions
-count: they run when the function does.
+Imports inside `if TYPE_CHECKING:` blocks count too: they never run, but a circle drawn by type hints is still a
+circle a reader has to follow, and it is how lower packages used to reach up for the spine's `Setup` (they now name
+the narrow Protocols they read: lottery/training/spec.py, branches/spec.py, structured/spec.py). Imports inside
+functions count: they run when the function does. `imports_of(path, type_only=False)` gives the runtime ones alone.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def imports_of(path: Path) -> list[tuple[str, list[str]]]:
-    """(module imported, names taken from it) for every runtime import of the file."""
+def imports_of(path: Path, type_only: bool = True) -> list[tuple[str, list[str]]]:
+    """(module imported, names taken from it) for every import of the file; `type_only=False` skips those under
+    `if TYPE_CHECKING:`."""
     found: list[tuple[str, list[str]]] = []
 
     def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and _is_type_checking(child):
+            if isinstance(child, ast.If) and _is_type_checking(child) and not type_only:
                 for sub in child.orelse:
                     visit(sub)
                 continue
@@ -88,19 +90,21 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_the_scanner_sees_runtime_imports_and_skips_type_checking_ones(tmp_path):
+def test_the_scanner_sees_runtime_and_type_only_imports(tmp_path):
     source = tmp_path / "m.py"
     source.write_text(
         "from typing import TYPE_CHECKING\nimport lottery.core\nfrom lottery.core import masks\n"
         "if TYPE_CHECKING:\n    from lottery.setup import Setup\n"
         "def f():\n    from lottery.data.tasks import _hidden\n"
     )
-    assert imports_of(source) == [
+    runtime = [
         ("typing", ["TYPE_CHECKING"]),
         ("lottery.core", []),
         ("lottery.core", ["masks"]),
         ("lottery.data.tasks", ["_hidden"]),
     ]
+    assert imports_of(source, type_only=False) == runtime
+    assert imports_of(source) == runtime[:3] + [("lottery.setup", ["Setup"])] + runtime[3:]
 
 
 def test_the_cycle_finder_finds_a_circle():

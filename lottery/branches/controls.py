@@ -31,7 +31,7 @@ from lottery.training import fit, results
 from lottery.training.starts import fresh_start, retrain_start, ticket_start
 
 if TYPE_CHECKING:
-    from lottery.setup import Setup
+    from lottery.branches.spec import BranchSpec
     from lottery.training.tracking import Tracker
 
 # Stream tags of the controls' randomness (seed derivation): fixed numbers, so a control's seeds never change.
@@ -48,32 +48,32 @@ class Control:
     """A control: which mask it trains at level L, and from which start."""
 
     name: str
-    mask: Callable[[Setup, int], M.Mask]
-    start: Callable[[Setup, int], fit.Start]
+    mask: Callable[[BranchSpec, int], M.Mask]
+    start: Callable[[BranchSpec, int], fit.Start]
 
-    def run(self, setup: Setup, tracker: Tracker, folder: str | None = None) -> list[dict[str, Any]]:
+    def run(self, setup: BranchSpec, tracker: Tracker, folder: str | None = None) -> list[dict[str, Any]]:
         return run_control(setup, self, tracker, folder)
 
 
-def trunk_mask(setup: Setup, level: int) -> M.Mask:
+def trunk_mask(setup: BranchSpec, level: int) -> M.Mask:
     return artifacts.load_torch(setup.paths.level(level).mask, "trunk mask")
 
 
-def random_mask(setup: Setup, level: int) -> M.Mask:
+def random_mask(setup: BranchSpec, level: int) -> M.Mask:
     generator = torch.Generator().manual_seed(branch_seed(setup.cfg.seed, "random_prune", level))
     return setup.plan.random_like(trunk_mask(setup, level), generator)
 
 
-def oneshot_mask(setup: Setup, level: int) -> M.Mask:
+def oneshot_mask(setup: BranchSpec, level: int) -> M.Mask:
     dense_trained = artifacts.load_torch(setup.paths.level(0).weights, "dense trained weights")
     return setup.plan.prune(dense_trained, setup.dense_mask(), level)
 
 
-def reinit_start(setup: Setup, level: int) -> fit.Start:
+def reinit_start(setup: BranchSpec, level: int) -> fit.Start:
     return fresh_start(setup, branch_seed(setup.cfg.seed, "random_reinit"))
 
 
-def oneshot_start(setup: Setup, level: int) -> fit.Start:
+def oneshot_start(setup: BranchSpec, level: int) -> fit.Start:
     return retrain_start(setup, setup.paths.level(0).weights)  # the weights its mask was drawn from
 
 
@@ -92,7 +92,7 @@ RANDOM_PRUNE = Control("random_prune", random_mask, ticket_start)
 ONESHOT = Control("oneshot", oneshot_mask, oneshot_start)
 
 
-def control_fit(setup: Setup, control: Control, folder: str, level: int) -> fit.LevelFit:
+def control_fit(setup: BranchSpec, control: Control, folder: str, level: int) -> fit.LevelFit:
     """What training the control's level `level` needs: its folder, its mask (read back, or drawn and saved before
     training so a resumed level keeps it) and its start; the trunk's level must be finished."""
     paths = setup.paths
@@ -109,13 +109,15 @@ def control_fit(setup: Setup, control: Control, folder: str, level: int) -> fit.
     return fit.LevelFit(lp, level, mask, control.start(setup, level))
 
 
-def run_control(setup: Setup, control: Control, tracker: Tracker, folder: str | None = None) -> list[dict[str, Any]]:
+def run_control(
+    setup: BranchSpec, control: Control, tracker: Tracker, folder: str | None = None
+) -> list[dict[str, Any]]:
     """One seed's control: run_controls of one."""
     return run_controls([setup], control, [tracker], folder)[0]
 
 
 def run_controls(
-    setups: list[Setup], control: Control, trackers: list[Tracker], folder: str | None = None
+    setups: list[BranchSpec], control: Control, trackers: list[Tracker], folder: str | None = None
 ) -> list[list[dict[str, Any]]]:
     """Train (or resume) the control of one or more seeds at every trunk level from 1 on, in branch_<folder>/
     (default: the control's name), each level's pending seeds as one stack (lottery/training/fit.py); the trunks'

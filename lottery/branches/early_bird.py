@@ -39,7 +39,7 @@ from lottery.training.results import plain_state, remove_checkpoint
 from lottery.training.starts import ticket_start
 
 if TYPE_CHECKING:
-    from lottery.setup import Setup
+    from lottery.branches.spec import BranchSpec
     from lottery.training.tracking import Tracker
 
 BRANCH = "early_bird"  # the branch; its folder is branch_<branch_folder(cfg)>/, the name plus changed settings
@@ -113,16 +113,16 @@ class EarlyBirdCallback(L.Callback):
         self.detector.load_state_dict(state_dict)
 
 
-def watched_level(setup: Setup) -> int:
+def watched_level(setup: BranchSpec) -> int:
     """early_bird.level, or the last level; validate.check_levels has checked it exists before any training."""
     return setup.levels if setup.cfg.early_bird.level is None else setup.cfg.early_bird.level
 
 
-def search_paths(setup: Setup) -> LevelPaths:
+def search_paths(setup: BranchSpec) -> LevelPaths:
     return LevelPaths(setup.paths.branch_dir(branch_folder(setup.cfg)) / "search")
 
 
-def run_search(setup: Setup, tracker: Tracker) -> dict[str, Any]:
+def run_search(setup: BranchSpec, tracker: Tracker) -> dict[str, Any]:
     """The dense search run (resumable); returns its record, with the early-bird weights in search/weights.pt."""
     lp = search_paths(setup)
     record_path = lp.dir / "search.json"
@@ -164,7 +164,7 @@ def run_search(setup: Setup, tracker: Tracker) -> dict[str, Any]:
     return record
 
 
-def early_bird_mask(setup: Setup, level: int) -> M.Mask:
+def early_bird_mask(setup: BranchSpec, level: int) -> M.Mask:
     """The early-bird weights pruned in one shot to level L's density, with the trunk's pruning plan."""
     weights = artifacts.load_torch(search_paths(setup).weights, "early-bird weights")
     dense = setup.dense_mask()
@@ -174,7 +174,7 @@ def early_bird_mask(setup: Setup, level: int) -> M.Mask:
 EARLY_BIRD = Control(BRANCH, early_bird_mask, ticket_start)  # retrained like the IMP ticket
 
 
-def trained_steps(setup: Setup, level: int) -> int:
+def trained_steps(setup: BranchSpec, level: int) -> int:
     """The steps trunk level `level` really trained: T for level 0, T - k for a level rewound to step k."""
     metrics = artifacts.read_json(setup.paths.level(level).metrics, "level metrics")
     if "steps_trained" in metrics:
@@ -183,7 +183,7 @@ def trained_steps(setup: Setup, level: int) -> int:
     return setup.total_steps - (setup.rewind_step if rewound else 0)
 
 
-def report(setup: Setup, search: dict[str, Any]) -> dict[str, Any]:
+def report(setup: BranchSpec, search: dict[str, Any]) -> dict[str, Any]:
     """Each early-bird ticket beside the IMP ticket of its level, with the training steps each spent on its mask."""
     rows = []
     for level in range(1, setup.levels + 1):
@@ -211,7 +211,7 @@ def report(setup: Setup, search: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def run_early_bird(setup: Setup, tracker: Tracker) -> dict[str, Any]:
+def run_early_bird(setup: BranchSpec, tracker: Tracker) -> dict[str, Any]:
     search = run_search(setup, tracker)
     tracker.log({"early_bird/step": search["early_bird_step"], "early_bird/fired": int(search["fired"])})
     EARLY_BIRD.run(setup, tracker, folder=branch_folder(setup.cfg))

@@ -34,7 +34,7 @@ from lottery.training import fit, results
 from lottery.training.module import evaluate_network
 
 if TYPE_CHECKING:
-    from lottery.setup import Setup
+    from lottery.branches.spec import BranchSpec
     from lottery.training.tracking import Tracker
 
 BRANCH = "instability"
@@ -75,13 +75,13 @@ def copy_seed(seed: int) -> int:
     return derive_seed(seed, 0x5EED, 2)
 
 
-def analysed_levels(setup: Setup) -> list[int]:
+def analysed_levels(setup: BranchSpec) -> list[int]:
     """instability.levels, or every level; validate.check_levels has checked they exist before any training."""
     wanted = setup.cfg.instability.levels
     return list(range(setup.levels + 1)) if wanted is None else sorted(set(wanted))
 
 
-def device_of(setup: Setup) -> torch.device:
+def device_of(setup: BranchSpec) -> torch.device:
     gpu = setup.cfg.trainer.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     return torch.device("cuda" if gpu else "cpu")
 
@@ -109,7 +109,7 @@ def reestimate_batchnorm(network: torch.nn.Module, x_train: torch.Tensor, batch_
 
 
 def interpolation_curve(
-    setup: Setup, state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor], points: int
+    setup: BranchSpec, state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor], points: int
 ) -> dict[str, list[float]]:
     """Test error and loss at each interpolation point, measured exactly as a level's final test accuracy."""
     dm, device = setup.datamodule, device_of(setup)
@@ -126,7 +126,7 @@ def interpolation_curve(
     return curve
 
 
-def analyse_level(setup: Setup, level: int, tracker: Tracker) -> dict[str, Any]:
+def analyse_level(setup: BranchSpec, level: int, tracker: Tracker) -> dict[str, Any]:
     paths, cfg = setup.paths, setup.cfg.instability
     trunk = paths.level(level)
     if not trunk.done:
@@ -175,7 +175,7 @@ def analyse_level(setup: Setup, level: int, tracker: Tracker) -> dict[str, Any]:
     return record
 
 
-def run_instability(setup: Setup, tracker: Tracker) -> list[dict[str, Any]]:
+def run_instability(setup: BranchSpec, tracker: Tracker) -> list[dict[str, Any]]:
     """Analyse (or resume analysing) every requested level; the trunk's levels must be finished."""
     records = [analyse_level(setup, level, tracker) for level in analysed_levels(setup)]
     artifacts.write_csv(records, setup.paths.branch_dir(BRANCH) / "instability.csv", COLUMNS)

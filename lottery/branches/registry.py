@@ -13,7 +13,7 @@ from lottery.branches import early_bird, instability
 from lottery.branches.controls import ONESHOT, RANDOM_PRUNE, RANDOM_REINIT, Control, check_reinit
 
 if TYPE_CHECKING:
-    from lottery.setup import Setup
+    from lottery.branches.spec import BranchSpec
     from lottery.training.tracking import Tracker
 
 
@@ -39,7 +39,7 @@ class Branch:
     """
 
     name: str
-    run: Callable[[Setup, Tracker], Any]
+    run: Callable[[BranchSpec, Tracker], Any]
     own_levels: bool
     style: tuple[str, Any]
     units_chosen_by: str | None = None

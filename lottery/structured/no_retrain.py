@@ -25,7 +25,7 @@ from lottery.structured.grid import draw_seed, grid_record, mean_point
 from lottery.structured.scoring import UnitScorer, load_network
 
 if TYPE_CHECKING:
-    from lottery.setup import Setup
+    from lottery.structured.spec import StructuredSpec
 
 EVAL_CHUNK = 8192  # the chunk LevelModule.evaluate uses, so the dense network's numbers match metrics.json exactly
 
@@ -42,7 +42,7 @@ def evaluate(network: torch.nn.Module, task: Any, x: torch.Tensor, y: torch.Tens
     return {"acc": acc, "loss": loss, "by_context": task.by_context(outputs, y)}
 
 
-def run_no_retrain(setup: Setup) -> dict[str, Any]:
+def run_no_retrain(setup: StructuredSpec) -> dict[str, Any]:
     path = setup.paths.seed_dir / "no_retrain" / "results.json"
     settings = grid_record(setup.cfg.structured, setup.cfg.ticket.match_tolerance)
     if path.is_file():

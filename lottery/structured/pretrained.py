@@ -30,7 +30,7 @@ from lottery.structured.grid import GridSettings, grid_record, run_grid
 from lottery.structured.probe import Probe, Prompts
 
 if TYPE_CHECKING:
-    from lottery.setup import Setup
+    from lottery.structured.spec import StructuredSpec
     from lottery.training.tracking import Tracker
 
 
@@ -56,7 +56,7 @@ def use_all_cores(device: torch.device, threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def grid_settings(setup: Setup) -> GridSettings:
+def grid_settings(setup: StructuredSpec) -> GridSettings:
     s = setup.cfg.structured
     return GridSettings(
         grid=tuple(s.grid),
@@ -68,11 +68,11 @@ def grid_settings(setup: Setup) -> GridSettings:
     )
 
 
-def settings_of(setup: Setup) -> dict[str, Any]:
+def settings_of(setup: StructuredSpec) -> dict[str, Any]:
     return grid_record(setup.cfg.structured, setup.cfg.ticket.match_tolerance)
 
 
-def data_info(setup: Setup) -> dict[str, Any]:
+def data_info(setup: StructuredSpec) -> dict[str, Any]:
     d, dm = setup.cfg.data, setup.datamodule
     info = {"name": d.name, "test_prompts": len(dm.x_test)}
     for key in ("task", "task_file", "shots", "data_seed", "path", "context"):
@@ -85,7 +85,7 @@ def data_info(setup: Setup) -> dict[str, Any]:
     return info
 
 
-def run_pretrained(setup: Setup, tracker: Tracker | None = None) -> dict[str, Any]:
+def run_pretrained(setup: StructuredSpec, tracker: Tracker | None = None) -> dict[str, Any]:
     """The study of one seed: results.json, structured.json and figures (reused when the settings are unchanged)."""
     from lottery.structured.report import write_pretrained_report
 
@@ -101,7 +101,7 @@ def run_pretrained(setup: Setup, tracker: Tracker | None = None) -> dict[str, An
     return write_pretrained_report(setup, results, tracker)
 
 
-def measure(setup: Setup, settings: dict[str, Any]) -> dict[str, Any]:
+def measure(setup: StructuredSpec, settings: dict[str, Any]) -> dict[str, Any]:
     from lottery.structured.census import ffn_census
 
     cfg, dm = setup.cfg, setup.datamodule
@@ -159,7 +159,7 @@ def _census_batches(test: Prompts, batch: int) -> tuple[list[torch.Tensor], list
     return [test.x[i : i + batch] for i in starts], [real[i : i + batch] for i in starts]
 
 
-def model_info(setup: Setup, network: Any) -> dict[str, Any]:
+def model_info(setup: StructuredSpec, network: Any) -> dict[str, Any]:
     m = setup.cfg.model
     return {
         "path": m.path,

@@ -22,7 +22,7 @@ from lottery.structured.no_retrain import evaluate
 from lottery.structured.scoring import load_network
 
 if TYPE_CHECKING:
-    from lottery.setup import Setup
+    from lottery.structured.spec import StructuredSpec
 
 COMPACT_BATCH = 512  # test prompts per timed forward pass
 
@@ -65,7 +65,7 @@ def imp_summary(rows: list[dict[str, Any]], kinds: list[str], dense_acc: float, 
     }
 
 
-def write_report(setup: Setup, no_retrain: dict[str, Any] | None) -> dict[str, Any]:
+def write_report(setup: StructuredSpec, no_retrain: dict[str, Any] | None) -> dict[str, Any]:
     from lottery.structured.figures import plot_by_context, plot_curves, plot_survival
 
     paths, plan = setup.paths, setup.plan
@@ -133,7 +133,7 @@ def claim_line(dense_acc: float, chance: float, margin: float, meaningful: bool)
     )
 
 
-def write_pretrained_report(setup: Setup, results: dict[str, Any], tracker=None) -> dict[str, Any]:
+def write_pretrained_report(setup: StructuredSpec, results: dict[str, Any], tracker=None) -> dict[str, Any]:
     """seed_<s>/structured.json and its figures for a pretrained model scored as loaded (no levels)."""
     from lottery.reports.console import print_table
     from lottery.structured.figures import plot_by_context, plot_curves, plot_layers, plot_survival

@@ -14,10 +14,10 @@ from lottery.structured.report import write_report
 from lottery.structured.table import summary_table
 
 if TYPE_CHECKING:
-    from lottery.setup import Setup
+    from lottery.structured.spec import StructuredSpec
 
 
-def finish_structured(setup: Setup, console: Console | None = None) -> dict[str, Any]:
+def finish_structured(setup: StructuredSpec, console: Console | None = None) -> dict[str, Any]:
     procedure = setup.cfg.structured.procedure
     path = setup.paths.seed_dir / "no_retrain" / "results.json"
     if procedure in ("no_retrain", "both"):

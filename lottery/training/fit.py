@@ -36,7 +36,7 @@ from lottery.training.module import LevelModule, LevelResult
 from lottery.training.stack import SINGLE, Stack, kind_of
 
 if TYPE_CHECKING:
-    from lottery.setup import Setup
+    from lottery.training.spec import RunSpec
     from lottery.training.tracking import Tracker
 
 
@@ -60,7 +60,7 @@ class Start:
 
 @dataclass(frozen=True)
 class LevelFit:
-    """What one fit needs beyond the run's Setup: the level, its folder, its mask and where it starts.
+    """What one fit needs beyond the run's setup (a RunSpec): the level, its folder, its mask and where it starts.
 
     `capture_rewind`: save the rewind point on the way (the trunk's level 0); `data_seed`: another data order than the
     run seed's (the instability analysis's second copy); `callbacks` run before the level's own (so their state is in
@@ -79,12 +79,12 @@ class LevelFit:
 SCRATCH = ".stack"  # scratch space for a fit's stacked checkpoints, beside its first replica's levels
 
 
-def fit_level(setup: Setup, fit: LevelFit, tracker: Tracker) -> LevelResult:
+def fit_level(setup: RunSpec, fit: LevelFit, tracker: Tracker) -> LevelResult:
     """One seed's level: a stack of one."""
     return fit_levels([setup], [fit], [tracker])[0]
 
 
-def fit_levels(setups: Sequence[Setup], fits: Sequence[LevelFit], trackers: Sequence[Tracker]) -> list[LevelResult]:
+def fit_levels(setups: Sequence[RunSpec], fits: Sequence[LevelFit], trackers: Sequence[Tracker]) -> list[LevelResult]:
     """Train one level of every replica (setups[i] is replica i's seed and config, fits[i] its level), returning
     results in the same order. Replicas that start from one step train as one stack; a replica resuming its own
     checkpoint joins those resuming at the same step. What cannot stack (a model the stack cannot run, data-parallel
@@ -113,7 +113,7 @@ def fit_levels(setups: Sequence[Setup], fits: Sequence[LevelFit], trackers: Sequ
     return [r for r in out if r is not None]
 
 
-def _unstackable(setup: Setup, fit: LevelFit) -> str | None:
+def _unstackable(setup: RunSpec, fit: LevelFit) -> str | None:
     """Why a group of replicas cannot train as one stack (None: it can)."""
     t = setup.cfg.trainer
     if t.strategy == "ddp" or (isinstance(t.devices, int) and t.devices > 1):
@@ -126,7 +126,7 @@ def _unstackable(setup: Setup, fit: LevelFit) -> str | None:
     return None
 
 
-def fit_stack(setups: Sequence[Setup], fits: Sequence[LevelFit], trackers: Sequence[Tracker]) -> list[LevelResult]:
+def fit_stack(setups: Sequence[RunSpec], fits: Sequence[LevelFit], trackers: Sequence[Tracker]) -> list[LevelResult]:
     first, spec = setups[0], fits[0]
     cfg = first.cfg
     networks = []
@@ -209,28 +209,32 @@ def optimizer_factory(optim_cfg: dict):
     return partial(instantiate(without_name(optim_cfg), _convert_="all"), foreach=True)
 
 
-def _datamodule(setup: Setup, fit: LevelFit):
+def _datamodule(setup: RunSpec, fit: LevelFit):
     return setup.datamodule if fit.data_seed is None else setup.datamodule.replace(seed=fit.data_seed)
 
 
-def _batches(dm, setup: Setup) -> StepBatches:
+def _batches(dm, setup: RunSpec) -> StepBatches:
     return StepBatches(
         dm.x_train, dm.y_train, dm.batch_size, dm.seed, setup.total_steps, augment=dm.augment, pad_value=dm.pad_value
     )
 
 
-def fit_label(setup: Setup, fit: LevelFit) -> str:
+def fit_label(setup: RunSpec, fit: LevelFit) -> str:
     """The name of a fit in its progress bar and its printed lines ("" for the trunk, else the branch)."""
     return progress.label_of(fit.label, fit.paths.dir, setup.paths.seed_dir)
 
 
-def _eval_printer(setup: Setup, fit: LevelFit):
+def _eval_printer(setup: RunSpec, fit: LevelFit):
     """train.print_every_eval: one line per evaluation (a partial of a module-level function, so DDP can pickle it)."""
     return partial(progress.say_eval, fit.level, total=setup.total_steps, prefix=fit_label(setup, fit))
 
 
 def make_trainer(
-    setups: Sequence[Setup], fits: Sequence[LevelFit], loggers: Sequence[Sequence[Logger]], scratch: Path, stacked: bool
+    setups: Sequence[RunSpec],
+    fits: Sequence[LevelFit],
+    loggers: Sequence[Sequence[Logger]],
+    scratch: Path,
+    stacked: bool,
 ) -> L.Trainer:
     """The level's Trainer: max_steps is the run's length (a rewound or resumed fit continues from its step), no
     Lightning validation loop or checkpointing of its own (LevelModule evaluates, LevelCheckpoints saves). Every

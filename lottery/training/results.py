@@ -13,8 +13,8 @@ from lottery.training import progress
 from lottery.training.module import LevelResult
 
 if TYPE_CHECKING:
-    from lottery.setup import Setup
     from lottery.training.fit import LevelFit
+    from lottery.training.spec import RunSpec
     from lottery.training.tracking import Tracker
 
 LEVEL_COLUMNS = (
@@ -38,7 +38,7 @@ def plain_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in network.state_dict().items()}
 
 
-def finish_level(setup: Setup, fit: LevelFit, module: LevelResult, tracker: Tracker, key: bool = True) -> dict:
+def finish_level(setup: RunSpec, fit: LevelFit, module: LevelResult, tracker: Tracker, key: bool = True) -> dict:
     """Write a trained level's artifacts (metrics.json last). `key`: record the level key that lets other schedules
     reuse this level (trunk levels only)."""
     lp, level, mask = fit.paths, fit.level, fit.mask

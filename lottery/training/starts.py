@@ -21,10 +21,10 @@ from lottery.core import artifacts
 from lottery.training.fit import Start
 
 if TYPE_CHECKING:
-    from lottery.setup import Setup
+    from lottery.training.spec import RunSpec
 
 
-def finetune_multiplier(setup: Setup) -> float:
+def finetune_multiplier(setup: RunSpec) -> float:
     """The constant LR multiplier of fine-tuning: rewind.finetune_lr over optim.lr when given, else the schedule's
     final multiplier (validate refuses a schedule that ends at 0 without rewind.finetune_lr)."""
     finetune_lr = setup.cfg.rewind.finetune_lr
@@ -33,7 +33,7 @@ def finetune_multiplier(setup: Setup) -> float:
     return setup.lr_lambda()(setup.total_steps)
 
 
-def retrain_start(setup: Setup, source: Path) -> Start:
+def retrain_start(setup: RunSpec, source: Path) -> Start:
     """The retraining procedure of a pruned level (L >= 1) under the run's rewind mode. `source`: the weights file
     the mask was drawn from, which `lr` and `finetune` start from (read only then); `weights` restarts from the
     rewind point's own weights instead."""
@@ -46,7 +46,7 @@ def retrain_start(setup: Setup, source: Path) -> Start:
     return Start(weights=weights, constant_lr=finetune_multiplier(setup))  # steps counted from 0
 
 
-def ticket_start(setup: Setup, level: int) -> Start:
+def ticket_start(setup: RunSpec, level: int) -> Start:
     """The IMP ticket of `level`: level 0 from theta_0 at step 0; level L from level L-1's trained weights, whose
     magnitudes drew its mask, by the rewind mode."""
     if level == 0:
@@ -54,7 +54,7 @@ def ticket_start(setup: Setup, level: int) -> Start:
     return retrain_start(setup, setup.paths.level(level - 1).weights)
 
 
-def fresh_start(setup: Setup, seed: int) -> Start:
+def fresh_start(setup: RunSpec, seed: int) -> Start:
     """random_reinit: a fresh initialisation (from `seed`) trained like the ticket from the rewind step k, with the
     schedule's position and the data order at k and a fresh optimizer state."""
     fresh = setup.network(seed=seed)
