@@ -271,3 +271,63 @@ def test_csv_logs_and_printed_evaluations_are_the_same_alone_and_in_a_stack(tmp_
     for seed in (0, 1):
         assert f"seed {seed} level 1  step 60/60  val acc" in out
     assert "level 1  step 60/60  val acc" in solo_out
+
+
+LENET = ("model=lenet_300_100", "model.width=0.25", "levels=1")
+CONV = (
+    "data=synthetic_cifar10",
+    "data.num_samples=240",
+    "data.val_size=40",
+    "model=conv2",
+    "model.width=0.25",
+    "train.batch_size=16",
+    "levels=1",
+)
+
+
+@pytest.mark.parametrize("model", [LENET, CONV], ids=["lenet_300_100", "conv2"])
+def test_lenet_and_a_conv_net_seed_alone_equals_it_in_a_stack_of_three(tmp_path, model):
+    three = cohort(tmp_path / "three", (0, 1, 2), *model)
+    run_config(compose_config(tiny(tmp_path / "alone", *EXTRA, *model, "seed=2")))
+    alone = artifacts_of(seed_dir_of(tiny(tmp_path / "alone", *EXTRA, *model, "seed=2")))
+    assert "level_1" in alone
+    assert_identical(without_cohort_record(artifacts_of(three[2])), alone)
+
+
+TRANSFORMER = (
+    "model=transformer",
+    "data=icl_recall",
+    "data.num_train=400",
+    "data.num_test=60",
+    "data.val_size=60",
+    "data.n_pairs=6",
+    "data.n_keys=3",
+    "data.n_values=3",
+    "model.d_model=8",
+    "model.d_mlp=8",
+    "levels=1",
+)
+
+
+@pytest.mark.parametrize("model", [(), TRANSFORMER], ids=["mlp", "transformer"])
+def test_compile_compiles_every_stack_and_trains_a_seed_alone_as_in_a_stack(tmp_path, monkeypatch, model):
+    """trainer.compile=true at every N, for explicit stacks (the MLP: the network compiled in place) and vmap stacks
+    (the transformer: the vmapped forward, as the network's own forward never runs there), with torch.compile's
+    aot_eager backend: dynamo's graph capture and AOTAutograd without inductor's minute of C++ code generation per
+    model on this CPU (the inductor path is tests/test_fast_path.py's opt-in test). Graphs are captured, and a seed's
+    bits still do not depend on N."""
+    from torch._dynamo.utils import counters
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn=None, **kw: compile_(fn, **{**kw, "backend": "aot_eager"}))
+    module_compile = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: module_compile(self, backend="aot_eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    settings = (*model, "trainer.compile=true", "levels=1")
+    pair = cohort(tmp_path / "pair", (0, 1), *settings)
+    assert counters["stats"]["unique_graphs"] >= 1
+    run_config(compose_config(tiny(tmp_path / "alone", *EXTRA, *settings, "seed=1")))
+    alone = artifacts_of(seed_dir_of(tiny(tmp_path / "alone", *EXTRA, *settings, "seed=1")))
+    assert "level_1" in alone
+    assert_identical(without_cohort_record(artifacts_of(pair[1])), alone)

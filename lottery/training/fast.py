@@ -9,24 +9,22 @@ outside the compiled forward, whatever the memory layout.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from lottery.config import TrainerConfig
 from lottery.data.datamodule import TensorDataModule
-from lottery.training.stack import to_channels_last
+from lottery.training.stack import Stack, to_channels_last
 
 
-def prepare_network(network: nn.Module, trainer: TrainerConfig) -> nn.Module:
-    """Apply channels_last and compile to a freshly built network, before its optimizer exists. channels_last is
+def prepare_stack(stack: Stack, trainer: TrainerConfig) -> None:
+    """Apply channels_last and compile to a freshly built stack, before its optimizer exists. channels_last is
     a GPU speed switch and is left off on the CPU: there torch 2.13's NHWC convolution backward aborted the process
     (a double free inside autograd) on this project's AMD EPYC machines, and it buys nothing on a CPU."""
     if trainer.channels_last and on_gpu(trainer):
-        network = to_channels_last(network)  # conv weights only (each replica's, in a stack); Linear is unchanged
+        to_channels_last(stack.network)  # conv weights only (each replica's, in a stack); Linear is unchanged
     if trainer.compile:
-        # In place (nn.Module.compile), not `torch.compile(network)`: the wrapper that returns prefixes every
-        # state-dict key with `_orig_mod.`, while masks, checkpoints and weights.pt name parameters plainly.
-        network.compile()
-    return network
+        # In place (Stack.compile: nn.Module.compile), not `torch.compile(network)`: the wrapper that returns
+        # prefixes every state-dict key with `_orig_mod.`, while masks, checkpoints and weights.pt name them plainly.
+        stack.compile()
 
 
 def on_gpu(trainer: TrainerConfig) -> bool:

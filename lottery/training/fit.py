@@ -31,7 +31,7 @@ from lottery.training import progress
 from lottery.training.callbacks import LevelProgressBar
 from lottery.training.checkpoints import LevelCheckpoints, check_checkpoint, load_stacked
 from lottery.training.distributed import strategy
-from lottery.training.fast import place_data, prepare_network
+from lottery.training.fast import place_data, prepare_stack
 from lottery.training.module import LevelModule, LevelResult
 from lottery.training.stack import SINGLE, Stack, kind_of
 
@@ -138,7 +138,7 @@ def fit_stack(setups: Sequence[RunSpec], fits: Sequence[LevelFit], trackers: Seq
             network.load_state_dict(M.masked_state_dict(fit.start.weights, fit.mask))
         networks.append(network)
     stack = Stack(networks)
-    prepare_network(stack.network, cfg.trainer)
+    prepare_stack(stack, cfg.trainer)
     resuming = spec.paths.last_checkpoint.exists()
     start = spec.start
     start_weights = None

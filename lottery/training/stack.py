@@ -187,6 +187,7 @@ class Stack:
         if self.kind == SINGLE and self.size > 1:
             raise ValueError(f"a {type(networks[0]).__name__} cannot be stacked; train its {self.size} replicas apart")
         self._template: tuple[nn.Module, ...] = ()
+        self._compiled, self._vmapped = False, None
         if self.kind == EXPLICIT:
             self.network = _explicit(networks)
         elif self.kind == VMAP:
@@ -204,9 +205,31 @@ class Stack:
         """Whether the network's tensors carry the replica dimension (not for `single`)."""
         return self.kind != SINGLE
 
+    def compile(self) -> None:
+        """trainer.compile: the network in place (nn.Module.compile keeps plain state-dict names); for a vmap stack,
+        whose forward calls the replicas' template functionally and never the network's own forward, the vmapped
+        forward itself (dynamo captures vmap over functional_call as one graph)."""
+        if self.kind == VMAP:
+            self._compiled = True
+        else:
+            self.network.compile()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind != VMAP:
             return self.network(x)
+        if self._compiled:
+            if self._vmapped is None:  # built on first use, so a stack pickled to DDP workers carries no compiled code
+                # Static shapes: with dynamic ones (dynamo's default once a second batch size appears, as evaluation's
+                # chunks do) torch 2.13's fake tensors fail inside vmap ("Cannot call sizes() on tensor with symbolic
+                # sizes"); a few shapes (the batch, the evaluation chunks) compile once each instead.
+                self._vmapped = torch.compile(self._vmap_forward, dynamic=False)
+            return self._vmapped(x)
+        return self._vmap_forward(x)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_vmapped": None}
+
+    def _vmap_forward(self, x: torch.Tensor) -> torch.Tensor:
         params = dict(self.network.named_parameters())
         xs = x.view(self.size, -1, *x.shape[1:])
 
