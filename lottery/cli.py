@@ -78,7 +78,27 @@ def prepare_job(cfg: DictConfig) -> tuple[Any, dict[str, Any], str]:
 
 
 def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
-    """Run one composed config (what each Hydra job does); also the entry point for tests."""
+    """Run one composed config (what each Hydra job does); also the entry point for tests. Under a cluster launch
+    (torchrun, srun: lottery/training/distributed.py) rank 0 runs it and the other ranks follow its fits."""
+    from lottery.training import distributed
+    from lottery.validate import validate
+
+    launch = distributed.cluster_launch()
+    if launch is None:
+        return run_job(cfg)
+    settings = OmegaConf.to_object(cfg)
+    validate(settings)  # on every rank, before any rank waits for another: a bad setting stops them all alike
+    use_threads(settings.trainer.threads)
+    distributed.join(settings.trainer)
+    if launch.rank == 0:
+        return distributed.lead(lambda: run_job(cfg))
+    print(f"rank {launch.rank} of {launch.world_size} ({launch.launcher}): training the fits rank 0 sends", flush=True)
+    distributed.follow(launch)
+    return []
+
+
+def run_job(cfg: DictConfig) -> list[dict[str, Any]]:
+    """One composed config's whole run, in this process."""
     from lottery.core import artifacts
     from lottery.job import run
     from lottery.reports.table import print_ticket_table

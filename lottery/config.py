@@ -242,6 +242,9 @@ class TrainerConfig:
     devices: Any = 1
     # auto: one process | ddp: data-parallel over `devices` processes, spawned per level (training/distributed.py)
     strategy: str = "auto"
+    # Machines of a trainer=ddp run whose ranks a cluster launcher starts (torchrun, srun): num_nodes x devices
+    # processes in all, each running the `lottery` command (training/distributed.py). 1: this machine only.
+    num_nodes: int = 1
     deterministic: bool = True  # bit-identical resumes on CPU need deterministic kernels
     progress_bar: bool = True
     # torch intra-op threads of this process; null: torch's default, one per core (conf/trainer/cpu.yaml sets 1).

@@ -14,7 +14,7 @@ from lottery.core.pruning import SCOPES, check_fraction
 from lottery.core.schedule import SparsitySchedule
 from lottery.data import DATASETS
 from lottery.structured.checks import check_structured
-from lottery.training.distributed import STRATEGIES
+from lottery.training.distributed import STRATEGIES, ClusterLaunch, cluster_launch
 
 REWIND_MODES = ("weights", "lr", "finetune")
 LOGGERS = ("wandb", "csv", "none")
@@ -155,16 +155,54 @@ def check_trainer(cfg: LotteryConfig) -> None:
     t = cfg.trainer
     check_threads(t.threads)
     _one_of("trainer.strategy", t.strategy, STRATEGIES)
+    if not isinstance(t.num_nodes, int) or t.num_nodes < 1:
+        raise ConfigError(f"trainer.num_nodes={t.num_nodes!r} must be a number of machines >= 1")
+    if t.num_nodes > 1 and t.strategy != "ddp":
+        raise ConfigError(
+            f"trainer.num_nodes={t.num_nodes} spreads data-parallel training over machines, which needs "
+            f"trainer.strategy=ddp (use trainer=ddp), not trainer.strategy={t.strategy!r}"
+        )
     if t.strategy == "ddp":
         if not isinstance(t.devices, int) or t.devices < 1:
             raise ConfigError(
                 f"trainer.devices={t.devices!r} must be a number of processes >= 1 for trainer.strategy=ddp"
             )
-        if cfg.train.batch_size % t.devices:
+        processes = t.num_nodes * t.devices
+        if cfg.train.batch_size % processes:
+            where = f"trainer.devices={t.devices}" + (f" x trainer.num_nodes={t.num_nodes}" if t.num_nodes > 1 else "")
             raise ConfigError(
                 f"train.batch_size={cfg.train.batch_size} is the global batch and must divide evenly over "
-                f"trainer.devices={t.devices} processes; use a multiple of {t.devices}"
+                f"{where} processes; use a multiple of {processes}"
             )
+    check_cluster(cfg, cluster_launch())
+
+
+def check_cluster(cfg: LotteryConfig, launch: ClusterLaunch | None) -> None:
+    """The trainer against the ranks a cluster launcher (torchrun, srun) started, on every rank alike, before any
+    rank waits for another."""
+    t = cfg.trainer
+    if launch is None:
+        if t.num_nodes > 1:
+            raise ConfigError(
+                f"trainer.num_nodes={t.num_nodes} needs its ranks started by a cluster launcher, one command per "
+                f"machine, and this process was not: run `torchrun --nnodes={t.num_nodes} --nproc-per-node="
+                f"{t.devices} --rdzv-backend=c10d --rdzv-endpoint=<first machine>:<port> $(which lottery) ...` on "
+                "each machine, or srun under SLURM (README, Clusters); on one machine use trainer.num_nodes=1 "
+                "trainer.devices=<processes>"
+            )
+        return
+    if t.strategy != "ddp":
+        raise ConfigError(
+            f"{launch.launcher} started this process as rank {launch.rank} of {launch.world_size}, but "
+            f"trainer.strategy={t.strategy!r} trains in one process; use trainer=ddp with trainer.num_nodes x "
+            f"trainer.devices = {launch.world_size}"
+        )
+    if t.num_nodes * t.devices != launch.world_size:
+        raise ConfigError(
+            f"{launch.launcher} started {launch.world_size} ranks, but trainer.num_nodes={t.num_nodes} x "
+            f"trainer.devices={t.devices} = {t.num_nodes * t.devices}; set them to the machines and the processes "
+            "per machine the launcher started"
+        )
 
 
 def check_augment(cfg: LotteryConfig, input_shape: tuple[int, ...]) -> None:

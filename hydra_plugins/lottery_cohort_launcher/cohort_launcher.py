@@ -65,6 +65,17 @@ class CohortLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from lottery.cli import prepare_job, run_cohort_configs, user_errors
+        from lottery.training.distributed import cluster_launch
+
+        launch = cluster_launch()
+        if launch is not None:  # every rank would prepare, claim and train the whole cohort itself
+            print(
+                f"lottery: error: launcher=cohort trains a cohort in one process, but {launch.launcher} started "
+                f"{launch.world_size} ranks; under a cluster launch use the basic launcher (trainer=ddp trains each "
+                "seed over the ranks), or launcher=slurm to spread cohorts over a cluster's jobs",
+                file=sys.stderr,
+            )
+            sys.exit(2)
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None

@@ -27,10 +27,9 @@ from lottery.core.layout import LevelPaths
 from lottery.core.lr_schedule import constant_multiplier
 from lottery.data.batches import StepBatches
 from lottery.reports.console import say, stdout_is_terminal
-from lottery.training import progress
+from lottery.training import distributed, progress
 from lottery.training.callbacks import LevelProgressBar
 from lottery.training.checkpoints import LevelCheckpoints, check_checkpoint, load_stacked
-from lottery.training.distributed import strategy
 from lottery.training.fast import place_data, prepare_stack
 from lottery.training.module import LevelModule, LevelResult
 from lottery.training.stack import SINGLE, Stack, kind_of
@@ -192,7 +191,8 @@ def fit_stack(setups: Sequence[RunSpec], fits: Sequence[LevelFit], trackers: Seq
             marks=(first.rewind_step,) if spec.capture_rewind else (),
         )
         module.fit_device = device  # Lightning moves the module to the CPU after fit; finish_level moves it back
-        trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
+        module.threads = cfg.trainer.threads
+        distributed.fit(trainer, module, ckpt_path)  # Trainer.fit, with the followers of a cluster launch
     finally:
         shutil.rmtree(scratch_dir, ignore_errors=True)
     module.restore_progress(trainer.callback_metrics)  # from the workers, when trainer.strategy=ddp spawned them
@@ -267,7 +267,8 @@ def make_trainer(
         max_epochs=-1,
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
-        strategy=strategy(cfg.trainer),
+        num_nodes=cfg.trainer.num_nodes,
+        strategy=distributed.strategy(cfg.trainer),
         precision=cfg.train.precision,
         deterministic=cfg.trainer.deterministic,
         logger=[logger for group in loggers for logger in group] or False,

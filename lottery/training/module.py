@@ -119,6 +119,7 @@ class LevelModule(L.LightningModule):
         self._loss_sum: torch.Tensor | None = None
         self._loss_count = 0
         self.fit_device = torch.device("cpu")  # where the level trains (set by the fit); the test set is scored there
+        self.threads: int | None = None  # trainer.threads of every process that trains it (set by the fit)
         # Each replica's batches (its seed's data order). The loader is made in train_dataloader, where a DDP worker
         # makes its own: it reads the Trainer's step when iteration begins, after a checkpoint restored it.
         self.batches = list(batches)
@@ -268,6 +269,12 @@ class LevelModule(L.LightningModule):
         self.network.train(was_training)
         y = y.to(self.device)
         return [_score(torch.cat(p), y, self.num_classes, self.task) for p in parts]
+
+    def setup(self, stage: str) -> None:
+        # Spawned DDP workers start fresh interpreters with torch's default thread count: trainer.threads holds there
+        # too, so their sums (a Linear stack's kernel choice among them, stack.py) are the driver's.
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
 
     def on_train_start(self) -> None:
         self._clock = time.perf_counter()

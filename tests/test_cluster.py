@@ -1,0 +1,152 @@
+"""Past one machine, simulated on this one: two "nodes" started by torchrun (a c10d rendezvous, gloo), each one
+`lottery` command, train a level exactly as the one-node two-process run does; a rank killed mid level and the job
+started again resumes to the uninterrupted result; a multi-node setting without a cluster launcher is refused before
+anything is written (lottery/training/distributed.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config, seed_dir_of, tiny
+
+from lottery.config import ConfigError
+from lottery.training.distributed import ClusterLaunch, cluster_launch
+from lottery.validate import check_cluster
+
+BIN = Path(sys.executable).parent
+KILL_SCRIPT = Path(__file__).with_name("kill_rank.py")
+SETTINGS = ("levels=1", "trainer=ddp", "trainer.accelerator=cpu", "trainer.threads=1")
+TWO_NODES = ("trainer.num_nodes=2", "trainer.devices=1")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_two_nodes(root: Path, *entry: str) -> list[subprocess.CompletedProcess]:
+    """The issue's exact form, started twice (one command per "machine"): torchrun --nnodes=2 --nproc-per-node=1
+    --rdzv-backend=c10d --rdzv-endpoint=localhost:<port> $(which lottery) trainer=ddp ... trainer.num_nodes=2."""
+    port = free_port()
+    command = [
+        str(BIN / "torchrun"),
+        "--nnodes=2",
+        "--nproc-per-node=1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=localhost:{port}",
+        *(entry or (str(BIN / "lottery"),)),
+        *tiny(root, *SETTINGS, *TWO_NODES),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_"))}
+    procs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in (0, 1)
+    ]
+    done = []
+    for p in procs:
+        out, _ = p.communicate(timeout=300)
+        done.append(subprocess.CompletedProcess(command, p.returncode, out))
+    return done
+
+
+def level_files(seed_dir: Path) -> dict:
+    return {
+        level: {
+            "weights": torch.load(seed_dir / f"level_{level}" / "weights.pt", weights_only=True),
+            "mask": torch.load(seed_dir / f"level_{level}" / "mask.pt", weights_only=True),
+            "metrics": {
+                k: v
+                for k, v in json.loads((seed_dir / f"level_{level}" / "metrics.json").read_text()).items()
+                if k != "train_seconds"  # the clock
+            },
+        }
+        for level in (0, 1)
+    }
+
+
+def assert_same_levels(a: dict, b: dict) -> None:
+    for level in a:
+        assert a[level]["metrics"] == b[level]["metrics"], level
+        for part in ("weights", "mask"):
+            assert a[level][part].keys() == b[level][part].keys()
+            for k in a[level][part]:
+                assert torch.equal(a[level][part][k], b[level][part][k]), (level, part, k)
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("two_nodes")
+    runs = torchrun_two_nodes(root)
+    assert [r.returncode for r in runs] == [0, 0], "\n".join(r.stdout[-3000:] for r in runs)
+    return root, runs
+
+
+def test_two_torchrun_nodes_train_a_level_as_one_node_with_two_processes(tmp_path, two_nodes, run_tiny):
+    root, runs = two_nodes
+    seed_dir = seed_dir_of(tiny(root, *SETTINGS, *TWO_NODES))
+    _, one_node = run_tiny(*SETTINGS, "trainer.devices=2", root=tmp_path / "one_node")  # spawned workers
+    assert seed_dir.name == one_node.name and seed_dir.parent.name == one_node.parent.name  # nodes: not hashed
+    multi, single = level_files(seed_dir), level_files(one_node)
+    assert multi[1]["metrics"]["processes"] == 2 and multi[1]["metrics"]["density"] == 0.8
+    assert_same_levels(multi, single)
+    # rank 0 drove the run and printed it; the other rank only followed its fits
+    outputs = sorted((r.stdout for r in runs), key=lambda out: "training the fits rank 0 sends" in out)
+    assert "level 1  density 80.00%" in outputs[0]
+    assert "rank 1 of 2 (torchrun): training the fits rank 0 sends" in outputs[1] and "level 1" not in outputs[1]
+
+
+def test_a_rank_killed_mid_level_resumes_to_the_uninterrupted_result(tmp_path, two_nodes):
+    """Rank 1 dies after step 30 of level 1 (its last checkpoint: step 20); rank 0's collective then fails, both
+    commands end, and the same two commands started again resume the level from the checkpoint."""
+    killed = torchrun_two_nodes(tmp_path, str(KILL_SCRIPT), "1", "2", "30")
+    assert all(r.returncode != 0 for r in killed)
+    seed_dir = seed_dir_of(tiny(tmp_path, *SETTINGS, *TWO_NODES))
+    assert (seed_dir / "level_1" / "checkpoints" / "last.ckpt").is_file()
+    assert not (seed_dir / "level_1" / "metrics.json").exists()
+    again = torchrun_two_nodes(tmp_path)
+    assert [r.returncode for r in again] == [0, 0], "\n".join(r.stdout[-3000:] for r in again)
+    assert any("resum" in r.stdout.lower() for r in again)
+    root, _ = two_nodes
+    assert_same_levels(level_files(seed_dir), level_files(seed_dir_of(tiny(root, *SETTINGS, *TWO_NODES))))
+
+
+def test_num_nodes_without_a_cluster_launcher_is_refused_before_anything_is_written(tmp_path):
+    from lottery.cli import run_config
+
+    with pytest.raises(ConfigError, match=r"trainer.num_nodes=2 needs its ranks started by a cluster launcher"):
+        run_config(compose_config(tiny(tmp_path, *SETTINGS, *TWO_NODES)))
+    assert not (tmp_path / "default").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "launch", "message"),
+    [
+        (("trainer.num_nodes=2", "trainer.devices=1"), ClusterLaunch("torchrun", 0, 4), r"started 4 ranks, but"),
+        (("trainer=cpu",), ClusterLaunch("srun", 1, 2), r"srun started this process as rank 1 of 2, but trainer"),
+    ],
+)
+def test_a_cluster_launch_that_does_not_match_the_trainer_is_refused(tmp_path, overrides, launch, message):
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_object(compose_config(tiny(tmp_path, *SETTINGS, *overrides)))
+    with pytest.raises(ConfigError, match=message):
+        check_cluster(settings, launch)
+
+
+def test_torchrun_and_srun_environments_are_detected(monkeypatch):
+    for key in [k for k in os.environ if k.startswith(("SLURM_", "TORCHELASTIC_"))]:
+        monkeypatch.delenv(key)
+    assert cluster_launch() is None
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert cluster_launch() == ClusterLaunch("torchrun", 1, 2)
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one rank: nothing to coordinate
+    assert cluster_launch() is None
