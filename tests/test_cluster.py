@@ -150,3 +150,98 @@ def test_torchrun_and_srun_environments_are_detected(monkeypatch):
     assert cluster_launch() == ClusterLaunch("torchrun", 1, 2)
     monkeypatch.setenv("WORLD_SIZE", "1")  # one rank: nothing to coordinate
     assert cluster_launch() is None
+
+
+# ---- a study through submitit (launcher=slurm's code path, local processes), with a forced time limit
+STUDY = ("seed=0,1", "branch=none,random_reinit")
+TESTS = Path(__file__).parent
+
+
+def time_limit_at(folder: Path, job: int, level: int = 1, step: int = 30) -> list[str]:
+    """tests/timeout_callback.py: submitit's time-limit signal in job <job> after step <step> of level <level>."""
+    key = "+hydra.callbacks.time_limit"
+    return [
+        f"{key}._target_=timeout_callback.TimeLimitAt",
+        f"{key}.job={job}",
+        f"{key}.level={level}",
+        f"{key}.step={step}",
+        f"{key}.folder={folder}",
+    ]
+
+
+def run_study(root: Path, *extra: str) -> str:
+    """`lottery -m <STUDY> <extra>` as a command (a launcher needs a process of its own), in <root>."""
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [str(BIN / "lottery"), "-m", *tiny(root, "levels=1", *STUDY, *extra)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout + done.stderr
+
+
+def study_artifacts(root: Path) -> dict:
+    from test_resume import artifacts_of
+
+    out = {}
+    for seed_dir in sorted(root.glob("default/*/seed_*")):
+        for folder in (seed_dir, seed_dir / "branch_random_reinit"):
+            for level, files in artifacts_of(folder).items():
+                files["metrics"].pop("cohort", None)  # the size of the stack a level trained in
+                out[f"{folder.relative_to(root)}/{level}"] = files
+    return out
+
+
+def submitit_logs(root: Path) -> str:
+    return "".join(p.read_text() for p in root.glob(".hydra/multirun/*/*/submitit/*/*") if p.suffix in (".out", ".err"))
+
+
+@pytest.fixture(scope="module")
+def local_study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("local_study")
+    run_study(root)  # Hydra's basic launcher, uninterrupted
+    return study_artifacts(root)
+
+
+def test_a_submitit_study_with_a_timed_out_job_ends_as_the_uninterrupted_local_run(tmp_path, local_study):
+    """2 seeds x 2 branches, one array task per job; job 3 (seed 1's control, which trains seed 1's trunk too when
+    it takes the trunk's lock first) gets the time-limit signal at step 30 of its first level 1, is requeued by
+    submitit and resumes from that level's checkpoint."""
+    from test_resume import assert_identical
+
+    run_study(tmp_path, "launcher=slurm_local", "hydra.launcher.timeout_min=3", *time_limit_at(tmp_path / "m", 3))
+    logs = submitit_logs(tmp_path)
+    assert (tmp_path / "m" / "time-limit-sent").is_file()
+    assert "this job is timed-out" in logs and "Requeued job" in logs and "resuming at step" in logs
+    study = study_artifacts(tmp_path)
+    assert len(study) == 6  # per seed: trunk levels 0 and 1, the control's level 1
+    assert_identical(study, local_study)
+
+
+def test_a_cohort_is_one_submitit_task_that_resumes_after_its_time_limit(tmp_path, local_study):
+    """hydra.launcher.cohorts=true: the 4 jobs differ only in seed and branch, so they are one array task that trains
+    both seeds' trunks as one stack; the time limit hits it inside level 1 and the requeued task resumes the stack."""
+    from test_resume import assert_identical
+
+    out = run_study(
+        tmp_path,
+        "launcher=slurm_local",
+        "hydra.launcher.cohorts=true",
+        "hydra.launcher.timeout_min=3",
+        *time_limit_at(tmp_path / "m", 0),
+    )
+    assert "4 jobs as 1 array task(s), one per cohort" in out
+    logs = submitit_logs(tmp_path)
+    assert "this job is timed-out" in logs and "Requeued job" in logs
+    assert "seed 0, 1 level 1: resuming at step 20 of 60" in logs
+    sizes = {
+        json.loads(p.read_text()).get("cohort", {}).get("size")
+        for p in tmp_path.glob("default/*/seed_*/level_*/metrics.json")
+    }
+    assert sizes == {2}
+    assert_identical(study_artifacts(tmp_path), local_study)

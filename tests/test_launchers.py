@@ -96,6 +96,60 @@ def test_slurm_preset_composes_validates_and_builds_an_sbatch_script(tmp_path, m
         assert f"#SBATCH {flag}" in script, flag
 
 
+def test_slurm_with_cohorts_submits_one_array_task_per_cohort(tmp_path, monkeypatch):
+    """hydra.launcher.cohorts=true: 2 seeds x 2 branches x 2 widths are 8 jobs and 2 cohorts (by width), so 2 array
+    tasks, each holding its 4 jobs' composed configs; the sbatch script asks for what launcher=slurm asks for."""
+    import submitit
+    from hydra.utils import instantiate
+
+    from hydra_plugins.lottery_cohort_launcher import submitit_cohorts
+    from hydra_plugins.lottery_cohort_launcher.cohort_launcher import group_jobs
+
+    def compose(config, hydra_context, job_overrides, initial_job_idx):  # Hydra's sweep composes; the test does
+        configs = [slurm_config(f"root={tmp_path}", "trainer=gpu", *o) for o in job_overrides]
+        tasks = [OmegaConf.to_container(slurm_config(f"root={tmp_path}", *o, keep_hydra=False)) for o in job_overrides]
+        return configs, group_jobs(tasks)
+
+    submitted = []
+
+    def capture(executor, fn, *iterables):  # stands in for sbatch: keep the tasks and the script, run nothing
+        submitted.append((fn, iterables[0]))
+        submitted.append(executor._executor._make_submission_file_text("python -m submitit.core._submit", "0"))
+        return [Finished([[{"level": 0}]] * len(task)) for task in iterables[0]]
+
+    class Finished:  # a submitit job that has run: each job of the task returns its rows
+        def __init__(self, rows):
+            self.rows = rows
+
+        def results(self):
+            return [self.rows]
+
+    monkeypatch.setattr(submitit_cohorts, "compose_cohorts", compose)
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2))
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", capture)
+    cfg = slurm_config(f"root={tmp_path}", "trainer=gpu", "hydra.launcher.cohorts=true")
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.setup(hydra_context=type("Context", (), {"callbacks": None})(), task_function=None, config=cfg)
+    sweep = [
+        [f"seed={s}", f"branch={b}", f"model.width={w}"]
+        for w in (1, 2)
+        for s in (0, 1)
+        for b in ("none", "random_reinit")
+    ]
+    returns = launcher.launch(sweep, initial_job_idx=0)
+    assert [r.overrides for r in returns] == sweep and all(r.return_value == [{"level": 0}] for r in returns)
+    (task, groups), script = submitted
+    assert isinstance(task, submitit_cohorts.CohortTask) and len(groups) == 2
+    assert [(c.seed, c.branch, c.model.width) for c in groups[1]] == [
+        (0, "none", 2.0),
+        (0, "random_reinit", 2.0),
+        (1, "none", 2.0),
+        (1, "random_reinit", 2.0),
+    ]
+    for flag in ("--gpus-per-node=1", "--ntasks-per-node=1", "--time=240", "--job-name=lottery-default"):
+        assert f"#SBATCH {flag}" in script, flag
+
+
 def test_slurm_asks_for_the_gpus_the_trainer_uses():
     gpus = lambda *o: OmegaConf.to_container(slurm_config(*o).hydra.launcher, resolve=True)["gpus_per_node"]  # noqa: E731
     assert gpus("trainer=cpu") == 0

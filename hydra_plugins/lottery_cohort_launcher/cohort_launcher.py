@@ -80,33 +80,40 @@ class CohortLauncher(Launcher):
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        configs, tasks = [], []
-        for idx, overrides in enumerate(job_overrides):
-            config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(config):
-                config.hydra.job.id = config.hydra.job.num = initial_job_idx + idx
-            HydraConfig.instance().set_config(config)  # `${hydra:...}` in a job's config resolves against its own
-            configs.append(config)
-            tasks.append(OmegaConf.to_container(_task(config), resolve=True))
-        groups = group_jobs(tasks)
+        configs, groups = compose_cohorts(self.config, self.hydra_context, job_overrides, initial_job_idx)
         log.info(f"Launching {len(job_overrides)} jobs as {len(groups)} cohort(s)")
         returns: list[JobReturn | None] = [None] * len(configs)
         for members in groups:
             try:
-                jobs = [self._prepare(configs[i], prepare_job) for i in members]
-                rows = run_cohort_configs(jobs)
+                rows = run_cohort_configs([prepare_composed(configs[i], prepare_job) for i in members])
             except user_errors() as err:
                 print(f"lottery: error: {err}", file=sys.stderr)
                 sys.exit(2)
             for i, job_rows in zip(members, rows, strict=True):
-                returns[i] = _job_return(configs[i], job_overrides[i], job_rows)
+                returns[i] = job_return(configs[i], job_overrides[i], job_rows)
         return [r for r in returns if r is not None]
 
-    @staticmethod
-    def _prepare(config: DictConfig, prepare_job):
-        HydraConfig.instance().set_config(config)
-        return prepare_job(_task(config))
+
+def compose_cohorts(
+    config: DictConfig, hydra_context: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+) -> tuple[list[DictConfig], list[list[int]]]:
+    """Every job's composed config (with its `hydra` node) and the indices of each cohort's jobs."""
+    Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+    configs, tasks = [], []
+    for idx, overrides in enumerate(job_overrides):
+        job = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(job):
+            job.hydra.job.id = job.hydra.job.num = initial_job_idx + idx
+        HydraConfig.instance().set_config(job)  # `${hydra:...}` in a job's config resolves against its own
+        configs.append(job)
+        tasks.append(OmegaConf.to_container(_task(job), resolve=True))
+    return configs, group_jobs(tasks)
+
+
+def prepare_composed(config: DictConfig, prepare_job):
+    """lottery.cli.prepare_job of one composed job config, with `${hydra:...}` resolving against its own."""
+    HydraConfig.instance().set_config(config)
+    return prepare_job(_task(config))
 
 
 def _task(config: DictConfig) -> DictConfig:
@@ -117,7 +124,7 @@ def _task(config: DictConfig) -> DictConfig:
     return task
 
 
-def _job_return(config: DictConfig, overrides: Sequence[str], rows: Any) -> JobReturn:
+def job_return(config: DictConfig, overrides: Sequence[str], rows: Any) -> JobReturn:
     ret = JobReturn()
     ret.overrides = list(overrides)
     ret.hydra_cfg = config
