@@ -389,10 +389,21 @@ def gpus_per_node(accelerator: str, devices: Any) -> int:
     )
 
 
+def tasks_per_node(strategy: str, devices: Any) -> int:
+    """SLURM tasks per node of a cluster job: one per DDP process (srun starts every rank, lottery/training/
+    distributed.py), else one."""
+    return devices if strategy == "ddp" and isinstance(devices, int) and devices > 0 else 1
+
+
 def register() -> None:
     """Register the schemas with Hydra's ConfigStore (conf/*.yaml extend them through their defaults lists) and the
     resolvers the launcher presets use (conf/launcher/)."""
-    for name, resolver in (("lottery.cores_per_job", cores_per_job), ("lottery.gpus_per_node", gpus_per_node)):
+    resolvers = (
+        ("lottery.cores_per_job", cores_per_job),
+        ("lottery.gpus_per_node", gpus_per_node),
+        ("lottery.tasks_per_node", tasks_per_node),
+    )
+    for name, resolver in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
     cs = ConfigStore.instance()

@@ -55,7 +55,7 @@ def slurm_config(*overrides: str, keep_hydra: bool = True):
     return compose_config(["launcher=slurm", "hydra.launcher.partition=gpu", *overrides], keep_hydra=keep_hydra)
 
 
-def test_slurm_preset_composes_validates_and_builds_an_sbatch_script(tmp_path, monkeypatch):
+def test_slurm_preset_composes_validates_and_builds_an_sbatch_script(tmp_path, monkeypatch, capsys):
     """The real plugin launches the sweep up to submission; the sbatch script it would submit is checked instead."""
     import submitit
     from hydra.utils import instantiate
@@ -82,6 +82,7 @@ def test_slurm_preset_composes_validates_and_builds_an_sbatch_script(tmp_path, m
     launcher = instantiate(cfg.hydra.launcher)
     launcher.setup(hydra_context=None, task_function=None, config=cfg)
     launcher.launch([["seed=0"], ["seed=1"]], initial_job_idx=0)
+    assert f"root={tmp_path} is under /tmp" in capsys.readouterr().err  # warned before submission
     (script,) = scripts
     for flag in (
         "--partition=gpu",
@@ -148,6 +149,38 @@ def test_slurm_with_cohorts_submits_one_array_task_per_cohort(tmp_path, monkeypa
     ]
     for flag in ("--gpus-per-node=1", "--ntasks-per-node=1", "--time=240", "--job-name=lottery-default"):
         assert f"#SBATCH {flag}" in script, flag
+
+
+def test_slurm_runs_a_multi_node_ddp_job_as_one_task_per_rank(tmp_path, monkeypatch):
+    """trainer=ddp trainer.num_nodes=2 trainer.devices=4 asks SLURM for 2 nodes of 4 tasks (and GPUs): srun starts
+    the 8 ranks, rank 0 drives (lottery/training/distributed.py)."""
+    import submitit
+    from hydra.utils import instantiate
+
+    scripts = []
+    monkeypatch.setattr(submitit.SlurmExecutor, "affinity", classmethod(lambda cls: 2))
+    monkeypatch.setattr(
+        submitit.AutoExecutor,
+        "map_array",
+        lambda executor, fn, *it: scripts.append(executor._executor._make_submission_file_text("python", "0")) or [],
+    )
+    cfg = slurm_config(f"root={tmp_path}", "trainer=ddp", "trainer.num_nodes=2", "trainer.devices=4")
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.setup(hydra_context=None, task_function=None, config=cfg)
+    launcher.launch([["seed=0"]], initial_job_idx=0)
+    for flag in ("--nodes=2", "--ntasks-per-node=4", "--gpus-per-node=4"):
+        assert f"#SBATCH {flag}" in scripts[0], flag
+    single = OmegaConf.to_container(slurm_config("trainer=ddp", "trainer.devices=2").hydra.launcher, resolve=True)
+    assert (single["nodes"], single["tasks_per_node"]) == (1, 2)
+
+
+def test_slurm_warns_about_a_root_each_node_has_its_own_of(tmp_path, capsys):
+    from hydra_plugins.lottery_cohort_launcher.submitit_cohorts import warn_local_root
+
+    assert warn_local_root(str(tmp_path / "outputs"))  # pytest's tmp_path is under /tmp
+    assert "is under /tmp, which each node of a cluster has its own of" in capsys.readouterr().err
+    assert not warn_local_root(str(Path(__file__).parent / "outputs"))
+    assert not warn_local_root("/shared/lab/outputs")
 
 
 def test_slurm_asks_for_the_gpus_the_trainer_uses():

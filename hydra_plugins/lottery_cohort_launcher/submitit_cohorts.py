@@ -13,6 +13,7 @@ stopped, as a job of Hydra's own launcher does. Without cohorts (the default) Hy
 """
 
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,32 @@ class _CohortsLauncher(BaseSubmititLauncher):
 
 class SlurmLauncher(_CohortsLauncher):
     _EXECUTOR = "slurm"
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        assert self.config is not None
+        warn_local_root(str(self.config.root))
+        return super().launch(job_overrides, initial_job_idx)
+
+
+# Folders every machine has its own of: a cluster job's results written there are lost to the submitting machine and
+# to every later job (resume, trunks shared between jobs, lottery-compare).
+NODE_LOCAL = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def warn_local_root(root: str) -> bool:
+    """Warn (on stderr, before anything is submitted) when `root` is a folder local to each machine."""
+    resolved = Path(root).expanduser().resolve()
+    local = next((d for d in NODE_LOCAL if resolved.is_relative_to(d)), None)
+    if local is None:
+        return False
+    message = (
+        f"lottery: warning: root={root} is under {local}, which each node of a cluster has its own of: the jobs' "
+        "results, resume checkpoints and shared trunks would not be seen by the other nodes or by this one. Use a "
+        "folder on a shared file system (root=/path/on/shared/fs)."
+    )
+    log.warning(message)
+    print(message, file=sys.stderr)
+    return True
 
 
 class LocalLauncher(_CohortsLauncher):
