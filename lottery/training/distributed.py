@@ -23,6 +23,7 @@ the same number of ranks sum in the same order.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -80,12 +81,12 @@ def join(trainer_cfg: Any) -> None:
         return
     env = TorchElasticEnvironment() if TorchElasticEnvironment.detect() else SLURMEnvironment()
     if not dist.is_initialized():
-        import os
-
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = env.main_address, str(env.main_port)
         backend = "nccl" if trainer_cfg.accelerator in ("gpu", "cuda") else "gloo"
         dist.init_process_group(backend, rank=env.global_rank(), world_size=env.world_size())
-    _control.append(dist.new_group(backend="gloo", timeout=timedelta(days=7)))  # a follower waits a whole level
+    # No collective timeout on the messages: a follower waits while rank 0 works between fits (pruning, reports, a
+    # branch's analysis), however long that takes; a rank 0 that dies ends the wait at once (its sockets close).
+    _control.append(dist.new_group(backend="gloo", timeout=timedelta(days=7)))
 
 
 def _send(message: tuple) -> None:
