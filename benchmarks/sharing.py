@@ -53,7 +53,8 @@ def speed(root: Path, steps: int) -> float:
 def run(sizes: list[int], steps: int, env: dict[str, str], tmp: Path, tag: str, overrides: list[str]) -> list[float]:
     """Start one process per entry of `sizes` (1: a solo run, N > 1: a cohort of N seeds) at once; their speeds."""
     roots = [tmp / f"{tag}-{i}" for i in range(len(sizes))]
-    procs = [launch(root, steps, env, 10 * i, overrides, n) for i, (root, n) in enumerate(zip(roots, sizes, strict=True))]
+    pairs = enumerate(zip(roots, sizes, strict=True))
+    procs = [launch(root, steps, env, 10 * i, overrides, n) for i, (root, n) in pairs]
     for p in procs:
         _, err = p.communicate()
         if p.returncode:
