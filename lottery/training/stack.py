@@ -76,7 +76,9 @@ class StackedLinear(nn.Module):
     every shape tried. With more threads, each replica's rows through its own weight, the solo call: there a batched
     product of small matrices (10 rows of 256 features) summed replica 0's outputs differently at N = 3 and 8 than
     at N = 1 (one matrix runs multi-threaded, a batch of them one thread each). The choice depends on the thread
-    count, never on N, so a replica's bits never depend on its stack."""
+    count, never on N, so a replica's bits never depend on its stack. On a GPU always the batched product: a call
+    per replica would leave the device idle, which is what stacking is for there; whether cuBLAS then gives a
+    replica the same bits at every N has not been measured (benchmarks/gpu_stack.py reports it)."""
 
     def __init__(self, layers: Sequence[nn.Linear]) -> None:
         super().__init__()
@@ -85,7 +87,7 @@ class StackedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.weight.shape[0]
-        if torch.get_num_threads() == 1:
+        if x.is_cuda or torch.get_num_threads() == 1:
             rows = x.reshape(n, -1, x.shape[-1])
             w = self.weight.transpose(1, 2)
             out = torch.bmm(rows, w) if self.bias is None else torch.baddbmm(self.bias.unsqueeze(1), rows, w)
