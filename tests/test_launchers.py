@@ -179,8 +179,9 @@ def test_slurm_warns_about_a_root_each_node_has_its_own_of(tmp_path, capsys):
 
     assert warn_local_root(str(tmp_path / "outputs"))  # pytest's tmp_path is under /tmp
     assert "is under /tmp, which each node of a cluster has its own of" in capsys.readouterr().err
-    assert not warn_local_root(str(Path(__file__).parent / "outputs"))
     assert not warn_local_root("/shared/lab/outputs")
+    assert not warn_local_root("/home/me/outputs")
+    assert not warn_local_root("/tmpfiles/outputs")  # a folder whose name only starts like /tmp
 
 
 def test_slurm_asks_for_the_gpus_the_trainer_uses():

@@ -62,7 +62,9 @@ def strategy(trainer_cfg: Any) -> Any:
 
         if cluster_launch() is not None:
             return DDPStrategy()  # the cluster started every rank: Lightning's launcher starts none
-        return DDPStrategy(start_method="spawn")
+        from lottery.training.spawned import SpawnedDDP  # Lightning's strategies load only when DDP is asked for
+
+        return SpawnedDDP(start_method="spawn")
     return "auto"
 
 
