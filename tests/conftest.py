@@ -30,6 +30,18 @@ TINY = [
 ]
 
 
+# The in-context recall task at test size (6 key-value pairs over 3 keys and 3 values): seconds per run.
+TINY_RECALL = [
+    "data=icl_recall",
+    "data.num_train=400",
+    "data.num_test=60",
+    "data.val_size=60",
+    "data.n_pairs=6",
+    "data.n_keys=3",
+    "data.n_values=3",
+]
+
+
 def compose_config(overrides: list[str] | tuple[str, ...] = (), keep_hydra: bool = False):
     """The config a Hydra job of `lottery <overrides>` receives: HydraConfig is set, so `${hydra:...}` (the launcher
     presets use it) resolves, and the `hydra` node is removed unless `keep_hydra`."""

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import compose_config, seed_dir_of, tiny
+from test_resume import artifacts_of, assert_identical
 
 from lottery.config import ConfigError
 from lottery.training.distributed import ClusterLaunch, cluster_launch
@@ -56,30 +56,6 @@ def torchrun_two_nodes(root: Path, *entry: str) -> list[subprocess.CompletedProc
     return done
 
 
-def level_files(seed_dir: Path) -> dict:
-    return {
-        level: {
-            "weights": torch.load(seed_dir / f"level_{level}" / "weights.pt", weights_only=True),
-            "mask": torch.load(seed_dir / f"level_{level}" / "mask.pt", weights_only=True),
-            "metrics": {
-                k: v
-                for k, v in json.loads((seed_dir / f"level_{level}" / "metrics.json").read_text()).items()
-                if k != "train_seconds"  # the clock
-            },
-        }
-        for level in (0, 1)
-    }
-
-
-def assert_same_levels(a: dict, b: dict) -> None:
-    for level in a:
-        assert a[level]["metrics"] == b[level]["metrics"], level
-        for part in ("weights", "mask"):
-            assert a[level][part].keys() == b[level][part].keys()
-            for k in a[level][part]:
-                assert torch.equal(a[level][part][k], b[level][part][k]), (level, part, k)
-
-
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory):
     root = tmp_path_factory.mktemp("two_nodes")
@@ -93,9 +69,9 @@ def test_two_torchrun_nodes_train_a_level_as_one_node_with_two_processes(tmp_pat
     seed_dir = seed_dir_of(tiny(root, *SETTINGS, *TWO_NODES))
     _, one_node = run_tiny(*SETTINGS, "trainer.devices=2", root=tmp_path / "one_node")  # spawned workers
     assert seed_dir.name == one_node.name and seed_dir.parent.name == one_node.parent.name  # nodes: not hashed
-    multi, single = level_files(seed_dir), level_files(one_node)
-    assert multi[1]["metrics"]["processes"] == 2 and multi[1]["metrics"]["density"] == 0.8
-    assert_same_levels(multi, single)
+    multi, single = artifacts_of(seed_dir), artifacts_of(one_node)
+    assert multi["level_1"]["metrics"]["processes"] == 2 and multi["level_1"]["metrics"]["density"] == 0.8
+    assert_identical(multi, single)
     # rank 0 drove the run and printed it; the other rank only followed its fits
     outputs = sorted((r.stdout for r in runs), key=lambda out: "training the fits rank 0 sends" in out)
     assert "level 1  density 80.00%" in outputs[0]
@@ -114,7 +90,7 @@ def test_a_rank_killed_mid_level_resumes_to_the_uninterrupted_result(tmp_path, t
     assert [r.returncode for r in again] == [0, 0], "\n".join(r.stdout[-3000:] for r in again)
     assert any("resum" in r.stdout.lower() for r in again)
     root, _ = two_nodes
-    assert_same_levels(level_files(seed_dir), level_files(seed_dir_of(tiny(root, *SETTINGS, *TWO_NODES))))
+    assert_identical(artifacts_of(seed_dir), artifacts_of(seed_dir_of(tiny(root, *SETTINGS, *TWO_NODES))))
 
 
 def test_num_nodes_without_a_cluster_launcher_is_refused_before_anything_is_written(tmp_path):
@@ -186,8 +162,6 @@ def run_study(root: Path, *extra: str) -> str:
 
 
 def study_artifacts(root: Path) -> dict:
-    from test_resume import artifacts_of
-
     out = {}
     for seed_dir in sorted(root.glob("default/*/seed_*")):
         for folder in (seed_dir, seed_dir / "branch_random_reinit"):
@@ -212,8 +186,6 @@ def test_a_submitit_study_with_a_timed_out_job_ends_as_the_uninterrupted_local_r
     """2 seeds x 2 branches, one array task per job; job 3 (seed 1's control, which trains seed 1's trunk too when
     it takes the trunk's lock first) gets the time-limit signal at step 30 of its first level 1, is requeued by
     submitit and resumes from that level's checkpoint."""
-    from test_resume import assert_identical
-
     run_study(tmp_path, "launcher=slurm_local", "hydra.launcher.timeout_min=3", *time_limit_at(tmp_path / "m", 3))
     logs = submitit_logs(tmp_path)
     assert (tmp_path / "m" / "time-limit-sent").is_file()
@@ -226,8 +198,6 @@ def test_a_submitit_study_with_a_timed_out_job_ends_as_the_uninterrupted_local_r
 def test_a_cohort_is_one_submitit_task_that_resumes_after_its_time_limit(tmp_path, local_study):
     """hydra.launcher.cohorts=true: the 4 jobs differ only in seed and branch, so they are one array task that trains
     both seeds' trunks as one stack; the time limit hits it inside level 1 and the requeued task resumes the stack."""
-    from test_resume import assert_identical
-
     out = run_study(
         tmp_path,
         "launcher=slurm_local",

@@ -15,20 +15,13 @@ import torch
 
 pytest.importorskip("transformers")
 
+from conftest import TINY_RECALL  # noqa: E402
 from hf_models import save_model, save_tokenizer  # noqa: E402
 
 from lottery.config import ConfigError  # noqa: E402
 
 KILL_SCRIPT = Path(__file__).with_name("kill_run.py")
-RECALL = [
-    "data=icl_recall",
-    "data.num_train=400",
-    "data.num_test=60",
-    "data.val_size=60",
-    "data.n_pairs=6",
-    "data.n_keys=3",
-    "data.n_values=3",
-]
+RECALL = TINY_RECALL
 TEXT = ["data=icl_text", "data.task=antonyms", "data.num_train=120", "data.num_test=40", "data.val_size=40"]
 GRID = [
     "pruning.strategy=structured",

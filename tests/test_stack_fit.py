@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, seed_dir_of, tiny
+from conftest import TINY_RECALL, compose_config, seed_dir_of, tiny
 from test_resume import artifacts_of, assert_identical
 
 from lottery.cli import prepare_job, run_cohort_configs, run_config
@@ -294,19 +294,7 @@ def test_lenet_and_a_conv_net_seed_alone_equals_it_in_a_stack_of_three(tmp_path,
     assert_identical(without_cohort_record(artifacts_of(three[2])), alone)
 
 
-TRANSFORMER = (
-    "model=transformer",
-    "data=icl_recall",
-    "data.num_train=400",
-    "data.num_test=60",
-    "data.val_size=60",
-    "data.n_pairs=6",
-    "data.n_keys=3",
-    "data.n_values=3",
-    "model.d_model=8",
-    "model.d_mlp=8",
-    "levels=1",
-)
+TRANSFORMER = ("model=transformer", *TINY_RECALL, "model.d_model=8", "model.d_mlp=8", "levels=1")
 
 
 @pytest.mark.parametrize("model", [(), TRANSFORMER], ids=["mlp", "transformer"])

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 import yaml
+from conftest import TINY_RECALL
 
 from lottery.core import masks as M
 from lottery.core.pruning import keep_count
@@ -17,13 +18,7 @@ from lottery.models import Transformer
 # A 2-layer, 4-head transformer (8 heads, 2 MLP blocks, 16 MLP units) on 6-pair recall prompts: seconds per run.
 ICL = [
     "model=transformer",
-    "data=icl_recall",
-    "data.num_train=400",
-    "data.num_test=60",
-    "data.val_size=60",
-    "data.n_pairs=6",
-    "data.n_keys=3",
-    "data.n_values=3",
+    *TINY_RECALL,
     "model.d_model=8",
     "model.n_heads=4",
     "model.d_mlp=8",

@@ -23,6 +23,7 @@ the same number of ranks sum in the same order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,7 +118,10 @@ def lead(job: Callable[[], Any]) -> Any:
     try:
         result = job()
     except BaseException:
-        _send((FAILED,))
+        # Best effort: when the job failed because a rank died, this message cannot travel either, and the job's
+        # own error is the one to report.
+        with contextlib.suppress(Exception):
+            _send((FAILED,))
         raise
     _send((STOP,))
     return result
