@@ -24,8 +24,9 @@ class ConfigError(ValueError):
 
 
 def without_name(node: dict[str, Any]) -> dict[str, Any]:
-    """A model/optimizer config minus `name`: that is the stable key the hash uses, not a constructor argument."""
-    return {k: v for k, v in node.items() if k != "name"}
+    """A model/optimizer config minus `name` (the stable key the hash uses) and `fetched` (FetchedHFConfig's catalog
+    name): keys, not constructor arguments."""
+    return {k: v for k, v in node.items() if k not in ("name", "fetched")}
 
 
 # ---- model: one schema per architecture family; `name` is the stable key hashed instead of the import path.
@@ -83,6 +84,24 @@ class HFConfig(ModelConfig):
     gguf_file: str | None = None  # a GGUF file inside model.path, loaded (dequantized) by transformers' GGUF support
     # local files only; null: when model.path is a folder or HF_HUB_OFFLINE=1. Not hashed: where files come from.
     local_files_only: bool | None = field(default=None, metadata=NO_HASH)
+
+
+@dataclass
+class FetchedHFConfig(HFConfig):
+    """A model of the catalog (lottery/models/catalog.py) with its preset conf/model/<fetched>.yaml: model=hf on the
+    file `lottery-models fetch <fetched>` caches; model.path is its cache folder, ${lottery.model_folder:<fetched>}.
+    The catalog name is hashed and the folder is not (it differs per machine): the file is pinned by its sha256,
+    checked before anything loads (lottery/validate.py). HFConfig itself is unchanged, so no old hash moves."""
+
+    fetched: str = MISSING  # the catalog name, e.g. smollm2_135m
+    path: str = field(default=MISSING, metadata=NO_HASH)
+
+
+def model_folder(name: str) -> str:
+    """The cache folder of catalog model `name` ($LOTTERY_MODELS/<name> or ~/.cache/lottery/models/<name>)."""
+    from lottery.models.catalog import folder
+
+    return str(folder(name))
 
 
 # ---- data
@@ -397,11 +416,12 @@ def tasks_per_node(strategy: str, devices: Any) -> int:
 
 def register() -> None:
     """Register the schemas with Hydra's ConfigStore (conf/*.yaml extend them through their defaults lists) and the
-    resolvers the launcher presets use (conf/launcher/)."""
+    resolvers the launcher presets (conf/launcher/) and the catalog models' presets use."""
     resolvers = (
         ("lottery.cores_per_job", cores_per_job),
         ("lottery.gpus_per_node", gpus_per_node),
         ("lottery.tasks_per_node", tasks_per_node),
+        ("lottery.model_folder", model_folder),  # conf/model/<catalog model>.yaml
     )
     for name, resolver in resolvers:
         if not OmegaConf.has_resolver(name):
@@ -414,6 +434,7 @@ def register() -> None:
     cs.store(group="model", name="vgg_schema", node=VGGConfig)
     cs.store(group="model", name="transformer_schema", node=TransformerConfig)
     cs.store(group="model", name="hf_schema", node=HFConfig)
+    cs.store(group="model", name="hf_fetched_schema", node=FetchedHFConfig)
     cs.store(group="data", name="data_schema", node=DataConfig)
     cs.store(group="data", name="icl_recall_schema", node=RecallDataConfig)
     cs.store(group="data", name="icl_regression_schema", node=RegressionDataConfig)

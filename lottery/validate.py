@@ -93,7 +93,22 @@ def validate(cfg: LotteryConfig) -> None:
     if cfg.model.width <= 0:
         raise ConfigError(f"model.width={cfg.model.width} must be positive (1.0 is the published size)")
     check_depth(cfg)
+    check_fetched_model(cfg)
     check_structured(cfg)  # transformers, in-context data, structured pruning
+
+
+def check_fetched_model(cfg: LotteryConfig) -> None:
+    """A catalog model's preset (model=smollm2_135m, ...): its file is fetched and has the catalog's sha256, before
+    check_hf reads its header; otherwise the error names `lottery-models fetch NAME` (or `--force`)."""
+    name = getattr(cfg.model, "fetched", None)
+    if name is None:
+        return
+    from lottery.models.fetch import ModelError, check_fetched
+
+    try:
+        check_fetched(name, cfg.model.path, cfg.model.gguf_file)
+    except ModelError as err:
+        raise ConfigError(str(err)) from None
 
 
 def check_depth(cfg: LotteryConfig) -> None:
