@@ -334,12 +334,22 @@ class StructuredConfig:
     # no_retrain: fractions of each kind's units removed, the kinds and the scores (random: the control)
     grid: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], metadata=NO_HASH)
     grid_units: list[str] = field(default_factory=lambda: ["heads", "mlp_blocks", "mlp_units"], metadata=NO_HASH)
-    # magnitude and gradient rank heads and FFN units/blocks; gradient, angular (Gromov et al. 2024) and single (the
-    # loss rise when a layer alone is removed) rank layers; random is the control. Each kind gets the scores that apply.
+    # magnitude and gradient (Michel et al. 2019, per prompt) rank heads and FFN units/blocks; token_gradient (Bansal
+    # et al. 2023's released code, per token) ranks heads; single (the accuracy drop, then loss rise, when one unit is
+    # removed alone; Bansal et al.'s FFN ranking) ranks FFN blocks and layers (heads with single_heads); gradient and
+    # angular (Gromov et al. 2024) rank layers; random is the control. Each kind gets the scores that apply.
     grid_scores: list[str] = field(
         default_factory=lambda: ["magnitude", "gradient", "angular", "single", "random"], metadata=NO_HASH
     )
     random_draws: int = field(default=5, metadata=NO_HASH)  # random removals averaged per grid point
+    # Intervals (pretrained no_retrain): every accuracy gets a two-sided `confidence` interval from `bootstrap`
+    # resamples of the distinct held-out queries (not prompts), and a fraction is claimed removable only where the
+    # drop from dense is within ticket.match_tolerance at that confidence (one-sided, paired on the same resamples).
+    confidence: float = field(default=0.95, metadata=NO_HASH)
+    bootstrap: int = field(default=2000, metadata=NO_HASH)
+    # Rank heads by knock-out too (`single`: one evaluation of the scoring prompts per head); FFN blocks and layers
+    # are always ranked so when grid_scores lists single.
+    single_heads: bool = field(default=False, metadata=NO_HASH)
     # A removable fraction is claimed only when dense test accuracy beats chance by at least this (0.1 = 10 points).
     min_above_chance: float = field(default=0.1, metadata=NO_HASH)
     # Dead FFN units (pretrained no_retrain): a gated or GELU unit is dead when its largest |activation| over the

@@ -65,6 +65,9 @@ def test_schema_defaults_are_pinned():
         "census_relative": 0.01,
         "batch_size": None,
         "memory_gb": 2.0,
+        "confidence": 0.95,
+        "bootstrap": 2000,
+        "single_heads": False,
     }
 
 

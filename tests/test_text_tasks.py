@@ -159,6 +159,11 @@ def test_queries_cycle_evenly_through_the_held_out_pairs(tmp_path):
 
     test, train = queries(splits.x_test), queries(splits.x_train)
     assert len(test) == splits.task.distinct_queries == 17 and set(test.values()) == {2, 3}  # 40 over 17
+    # each test prompt names its held-out query, which the intervals resample (lottery/core/intervals.py)
+    asked = [tok.decode([int(t) for t in row if t != tok.pad_token_id]).split()[-2] for row in splits.x_test]
+    index = splits.task.test_queries
+    assert len(index) == 40 and len(set(index)) == 17
+    assert all((index[i] == index[j]) == (asked[i] == asked[j]) for i in range(40) for j in range(40))
     assert len(train) == 40 and set(train.values()) == {2, 3} and not set(train) & set(test)  # 100 over 40
     assert splits.task.name == "t" and not ExactMatch.token_accuracy
 

@@ -169,8 +169,12 @@ def load_text(settings: Any) -> Splits:
     length = max(len(ids) - 1 for ids, _, _ in train_rows + test_rows)  # one length for both splits
     x_train, y_train = encode(train_rows, pad_id(tokenizer), length)
     x_test, y_test = encode(test_rows, pad_id(tokenizer), length)
+    held_out = {x: i for i, (x, _) in enumerate(test_pairs)}
     task = ExactMatch(
-        n_answers=len({y for _, y in pairs}), distinct_queries=len({p.query for p in test}), name=task_name(settings)
+        n_answers=len({y for _, y in pairs}),
+        distinct_queries=len({p.query for p in test}),
+        name=task_name(settings),
+        test_queries=[held_out[p.query] for p in test],
     )
     return Splits(x_train, y_train, x_test, y_test, num_classes=len(tokenizer), task=task)
 

@@ -22,12 +22,17 @@ class ExactMatch:
     kind = "classification"
     token_accuracy = False  # accuracy counts whole prompts (every answer token right), not tokens
 
-    def __init__(self, n_answers: int, distinct_queries: int | None = None, name: str = "") -> None:
+    def __init__(
+        self, n_answers: int, distinct_queries: int | None = None, name: str = "", test_queries: list[int] | None = None
+    ) -> None:
         self.n_answers = n_answers
         # How many different test queries the test prompts ask (each is asked about equally often): an accuracy
         # over 200 prompts that ask 17 queries is 17 facts, not 200, which a report should say.
         self.distinct_queries = distinct_queries
         self.name = name  # the task's name in reports: data.task, or the stem of data.task_file
+        # Which held-out query each test prompt asks (an index into the held-out pairs): intervals resample these
+        # queries, not prompts (lottery/core/intervals.py). None: every prompt is its own query.
+        self.test_queries = test_queries
 
     @staticmethod
     def split(y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

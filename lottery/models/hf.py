@@ -293,7 +293,8 @@ class HFCausalLM(nn.Module):
         those positions' logits, (at.sum(), num_classes): the output head then runs on the scored positions alone,
         so memory does not grow with vocabulary x prompt length. `gates`: optional {"heads": (B|1, layers, heads),
         "mlp_units": (B|1, layers, d_ff), "mlp_blocks": (B|1, layers), "layers": (B|1, layers)} multipliers (full model
-        only). `skip`: decoder layers replaced by the identity for this call (not even computed)."""
+        only); "heads" may also be (B, layers, T, heads), a gate per token. `skip`: decoder layers replaced by the
+        identity for this call (not even computed)."""
         ids = x if self.identity else self.token_ids[x]
         hooks = self._gate_hooks(gates) if gates else []
         layers = self.decoder_layers()
@@ -350,13 +351,17 @@ def _scale_layer(gate: torch.Tensor):
 
 
 def _scale_inputs(gate: torch.Tensor, width: int):
-    """A pre-hook multiplying consecutive groups of `width` input features by gate (B|1, groups). The input is
+    """A pre-hook multiplying consecutive groups of `width` input features by gate (B|1, groups), or per token by
+    gate (B, T, groups) (the per-token head score of Bansal et al., lottery/structured/probe.py). The input is
     (B, T, features), or (B*T, features) where the library flattens tokens first (OPT's FFN)."""
 
     def hook(module, args):
         x = args[0]
         g = gate.to(x.dtype)
-        scaled = x.reshape(g.shape[0], -1, g.shape[1], width) * g[:, None, :, None]
+        if g.dim() == 3:  # one gate per token: x must be (B, T, features) with the gate's B and T
+            scaled = x.reshape(*g.shape, width) * g[..., None]
+        else:
+            scaled = x.reshape(g.shape[0], -1, g.shape[1], width) * g[:, None, :, None]
         return (scaled.reshape(x.shape), *args[1:])
 
     return hook

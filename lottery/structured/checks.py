@@ -11,7 +11,8 @@ from lottery.data.icl import ICL_DATASETS, check_settings
 from lottery.models.mlp import scaled
 
 PROCEDURES = ("no_retrain", "imp", "both")
-GRID_SCORES = (*SCORES, "angular", "single", "random")  # lottery/structured/grid.py APPLIES says which kind gets which
+# lottery/structured/grid.py APPLIES says which kind gets which
+GRID_SCORES = (*SCORES, "token_gradient", "angular", "single", "random")
 UNIT_SCOPES = ("global", "layerwise")
 
 
@@ -128,6 +129,10 @@ def check_structured(cfg: LotteryConfig) -> None:
         )
     if s.random_draws < 1:
         raise ConfigError(f"structured.random_draws={s.random_draws} must be at least 1")
+    if not 0.5 <= s.confidence < 1.0:
+        raise ConfigError(f"structured.confidence={s.confidence} must lie in [0.5, 1), e.g. 0.95")
+    if s.bootstrap < 100:
+        raise ConfigError(f"structured.bootstrap={s.bootstrap} resamples are too few for an interval; use >= 100")
     if cfg.pruning.strategy != "structured":
         return
     if not transformer:

@@ -5,11 +5,21 @@ loaded (lottery/structured/pretrained.py) and a network trained from scratch to 
 Kinds: heads, mlp_units, mlp_blocks, layers (whole decoder blocks, removed as the identity). Each kind is pruned on
 its own, ranked over all layers together, by every score that applies to it:
 
-    magnitude  heads, FFN units and blocks: the L2 norm of the unit's weights
-    gradient   every kind: |<dL/dA_u, A_u>| (Michel et al. 2019), on the scoring prompts (never the test prompts)
-    angular    layers: the angular distance between a layer's input and output (Gromov et al. 2024)
-    single     layers: how much the scoring prompts' loss rises when that layer alone is removed
-    random     every kind: as many units at random, `random_draws` times (the control; mean and spread)
+    magnitude       heads, FFN units and blocks: the L2 norm of the unit's weights
+    gradient        every kind: mean over prompts of |<dL/dA_u, A_u>| (Michel et al. 2019), on the scoring prompts
+                    (never the test prompts)
+    token_gradient  heads: sum over prompts and positions of |<dL/dA_h(t), A_h(t)>|, normalised by token counts, as
+                    Bansal et al. 2023's released code scores heads (Probe.token_head_scores says where ours differs)
+    angular         layers: the angular distance between a layer's input and output (Gromov et al. 2024)
+    single          layers and FFN blocks (heads with structured.single_heads): the accuracy drop on the scoring
+                    prompts when that unit alone is removed, ties broken by the loss rise (Bansal et al. rank FFNs so)
+    random          every kind: as many units at random, `random_draws` times (the control; mean and spread)
+
+Every accuracy carries `acc_ci`, a two-sided `confidence` interval from a bootstrap over the distinct held-out
+queries (lottery/core/intervals.py), and every curve point `drop_bound`, the one-sided upper bound of its drop from
+dense on the same resamples. `removable` claims the largest fraction whose drop is within the tolerance at that
+confidence (drop_bound <= tolerance, and at every smaller fraction); `removable_point` is the same walk on the point
+estimates alone, which is what the study claimed before intervals.
 
 `combined` is the paper's heads-then-FFN step: the heads removable within tolerance stay removed, the FFN blocks are
 scored again on that model (gradient) and removed on top of it.
@@ -25,6 +35,7 @@ from typing import Any
 
 import torch
 
+from lottery.core.intervals import Resamples
 from lottery.core.matching import last_matching
 from lottery.core.pruning import keep_count
 from lottery.core.seeds import derive_seed
@@ -35,8 +46,9 @@ from lottery.structured.probe import Probe, Prompts
 APPLIES = {
     "magnitude": ("heads", "mlp_units", "mlp_blocks"),
     "gradient": ("heads", "mlp_units", "mlp_blocks", "layers"),
+    "token_gradient": ("heads",),
     "angular": ("layers",),
-    "single": ("layers",),
+    "single": ("heads", "mlp_blocks", "layers"),  # heads only with single_heads (a pass per head)
     "random": ("heads", "mlp_units", "mlp_blocks", "layers"),
 }
 DRAW_TAGS = ("heads", "mlp_units", "mlp_blocks", "layers")  # stable order: a kind's random draws keep their seeds
@@ -50,9 +62,15 @@ class GridSettings:
     random_draws: int
     tolerance: float  # accuracy below dense that still counts as "removable"
     min_above_chance: float  # dense accuracy must beat chance by this much before a fraction is claimed
+    confidence: float = 0.95  # of the intervals, and of the claim that a drop is within tolerance
+    bootstrap: int = 2000  # resamples of the held-out queries
+    single_heads: bool = False  # rank heads by knock-out too (one evaluation of the scoring prompts per head)
+
+    def applies(self, kind: str, score: str) -> bool:
+        return kind in APPLIES[score] and not (score == "single" and kind == "heads" and not self.single_heads)
 
     def pairs(self) -> list[tuple[str, str]]:
-        return [(k, s) for k in self.units for s in self.scores if k in APPLIES[s]]
+        return [(k, s) for k in self.units for s in self.scores if self.applies(k, s)]
 
 
 def grid_record(s: Any, tolerance: float) -> dict[str, Any]:
@@ -67,6 +85,9 @@ def grid_record(s: Any, tolerance: float) -> dict[str, Any]:
         "tolerance": tolerance,
         "min_above_chance": s.min_above_chance,
         "census_relative": s.census_relative,
+        "confidence": s.confidence,
+        "bootstrap": s.bootstrap,
+        "single_heads": s.single_heads,
     }
 
 
@@ -88,6 +109,8 @@ def meaningful(dense_acc: float, chance: float, margin: float) -> bool:
 
 
 def mean_point(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """One grid point from one or more evaluations (random draws): means and spreads, and per prompt the mean hits
+    over the draws (what the interval resamples)."""
     accs, losses = [p["acc"] for p in points], [p["loss"] for p in points]
     out = {
         "acc": statistics.fmean(accs),
@@ -96,6 +119,10 @@ def mean_point(points: list[dict[str, Any]]) -> dict[str, Any]:
         "loss_sd": statistics.stdev(losses) if len(losses) > 1 else 0.0,
         "by_context": None,
     }
+    if "hits" in points[0]:
+        out["hits"] = [statistics.fmean(h) for h in zip(*(p["hits"] for p in points), strict=True)]
+    if len(points) > 1:
+        out["draws_acc"] = accs
     contexts = [p["by_context"] for p in points]
     if contexts[0] is not None:
         out["by_context"] = {
@@ -104,6 +131,31 @@ def mean_point(points: list[dict[str, Any]]) -> dict[str, Any]:
             "count": contexts[0]["count"],
         }
     return out
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """The study's resamples of the held-out queries, the dense model's hits and the tokens per prompt: every
+    accuracy's interval and every drop's bound are read on these same draws (paired)."""
+
+    resamples: Resamples
+    dense_hits: list[float]
+    tokens: list[int] | None  # scored tokens per prompt for token accuracy; None: one unit per prompt
+    confidence: float
+
+    @classmethod
+    def of(cls, test: Prompts, dense: dict[str, Any], s: GridSettings, seed: int, token_accuracy: bool) -> Intervals:
+        resamples = Resamples.of(test.groups(), s.bootstrap, derive_seed(seed, 131))
+        return cls(resamples, dense["hits"], dense["tokens"] if token_accuracy else None, s.confidence)
+
+    def ci(self, hits: list[float]) -> list[float]:
+        return self.resamples.interval(hits, self.tokens, self.confidence)
+
+    def mark(self, point: dict[str, Any]) -> dict[str, Any]:
+        """`point` with its interval and the upper bound of its drop from dense."""
+        point["acc_ci"] = self.ci(point["hits"])
+        point["drop_bound"] = self.resamples.drop_bound(self.dense_hits, point["hits"], self.tokens, self.confidence)
+        return point
 
 
 class Clock:
@@ -159,48 +211,78 @@ def run_grid(
     clock = Clock(count_evaluations(s, layout.grids["layers"][0] if "layers" in layout.grids else 0), say)
     started = time.perf_counter()
     dense = clock.timed(lambda: probe.evaluate(test))
+    iv = Intervals.of(test, dense, s, seed, probe.token_accuracy)
+    dense["acc_ci"] = iv.ci(dense["hits"])
     ok = meaningful(dense["acc"], chance, s.min_above_chance)
-    say(f"dense: accuracy {dense['acc']:.2%}, loss {dense['loss']:.4f} (chance {chance:.2%})")
-    scores, layer_removal = _scores(probe, scoring, test, layout, weights, s, layers, clock)
+    low, high = dense["acc_ci"]
+    say(
+        f"dense: accuracy {dense['acc']:.2%} [{low:.0%}, {high:.0%}] over {iv.resamples.clusters} held-out queries, "
+        f"loss {dense['loss']:.4f} (chance {chance:.2%})"
+    )
+    scores, details, layer_removal = _scores(probe, scoring, test, layout, weights, s, layers, clock, iv)
     clock.line("scores", started)
     none = {k: torch.zeros(layout.grids[k], dtype=torch.bool) for k in s.units}
     curves: dict[str, dict[str, list]] = {k: {} for k in s.units}
     for kind, score in s.pairs():
         started = time.perf_counter()
-        curves[kind][score] = _curve(probe.evaluate, clock, test, layout, kind, score, scores, s, seed, none)
+        points = _curve(probe.evaluate, clock, test, layout, kind, score, scores, s, seed, none)
+        curves[kind][score] = [iv.mark(p) for p in points]
         clock.line(f"{kind} by {score}", started)
     results: dict[str, Any] = {
         "dense": dense,
         "chance": chance,
         "meaningful": ok,
         "tolerance": s.tolerance,
+        "confidence": s.confidence,
         "min_above_chance": s.min_above_chance,
+        "held_out_queries": iv.resamples.clusters,
         "totals": {k: layout.size(k) for k in s.units},
         "grids": {k: list(layout.grids[k]) for k in s.units},
         "curves": curves,
-        "removable": {k: {sc: _removable(c, dense, s, ok) for sc, c in by.items()} for k, by in curves.items()},
+        "removable": {k: {sc: _removable(c, s, ok) for sc, c in by.items()} for k, by in curves.items()},
+        "removable_point": {
+            k: {sc: _removable(c, s, ok, dense["acc"]) for sc, c in by.items()} for k, by in curves.items()
+        },
         "scores": {name: {k: v.tolist() for k, v in by_kind.items()} for name, by_kind in scores.items()},
+        "score_details": details,
     }
     if layer_removal is not None:
         results["layer_removal"] = layer_removal
     if {"heads", "mlp_blocks"} <= set(s.units) and "gradient" in s.scores:
         started = time.perf_counter()
-        results["combined"] = _combined(probe, clock, test, scoring, layout, s, scores, results, none, ok)
+        results["combined"] = _combined(probe, clock, test, scoring, layout, s, scores, results, none, ok, iv)
         clock.line("heads then FFN blocks", started)
     return results
 
 
-def _removable(points: list[dict[str, Any]], dense: dict[str, Any], s: GridSettings, ok: bool) -> float | None:
-    return removable([(p["fraction"], p["acc"]) for p in points], dense["acc"], s.tolerance) if ok else None
+def _removable(points: list[dict[str, Any]], s: GridSettings, ok: bool, dense_acc: float | None = None):
+    """The claimed fraction: drop_bound within tolerance (or, given dense_acc, the point estimate within it)."""
+    if not ok:
+        return None
+    if dense_acc is None:
+        return removable([(p["fraction"], -p["drop_bound"]) for p in points], 0.0, s.tolerance)
+    return removable([(p["fraction"], p["acc"]) for p in points], dense_acc, s.tolerance)
 
 
-def _scores(probe, scoring, test, layout, weights, s, layers, clock) -> tuple[dict, list | None]:
+def _scores(probe, scoring, test, layout, weights, s, layers, clock, iv) -> tuple[dict, dict, list | None]:
     kinds = s.units
     out: dict[str, dict[str, torch.Tensor]] = {}
+    details: dict[str, dict[str, list]] = {}
     if "magnitude" in s.scores and any(k in APPLIES["magnitude"] for k in kinds):
         out["magnitude"] = magnitude_scores(weights, layout, [k for k in kinds if k in APPLIES["magnitude"]])
     if "gradient" in s.scores:
         out["gradient"] = probe.gradient_scores(scoring, {k: layout.grids[k] for k in kinds})
+    if "token_gradient" in s.scores and "heads" in kinds:
+        out["token_gradient"] = {"heads": probe.token_head_scores(scoring, layout.grids["heads"])}
+    if "single" in s.scores:
+        for kind in kinds:
+            if s.applies(kind, "single"):
+                knocked = probe.knockout_scores(scoring, layout.grids[kind], kind)
+                out.setdefault("single", {})[kind] = knocked["score"]
+                details.setdefault("single", {})[kind] = {
+                    "acc_drop": knocked["acc_drop"].tolist(),
+                    "loss_rise": knocked["loss_rise"].tolist(),
+                }
     layer_removal = None
     if "layers" in kinds:
         n = layout.grids["layers"][0]
@@ -208,17 +290,22 @@ def _scores(probe, scoring, test, layout, weights, s, layers, clock) -> tuple[di
             raise ValueError(f"layer scores need the network's {n} decoder layers, got {len(layers)}")
         angular = probe.angular_distances(scoring, layers)  # cheap (one pass), and layer_removal lists it
         out["angular"] = {"layers": angular}
-        base = probe.evaluate(scoring)["loss"]
-        rises, layer_removal = [], []
+        layer_removal = []
         for i in range(n):
             alone = {"layers": torch.arange(n) == i}
-            rises.append(probe.evaluate(scoring, alone)["loss"] - base)
             on_test = clock.timed(lambda alone=alone: probe.evaluate(test, alone))
+            iv.mark(on_test)
             layer_removal.append(
-                {"layer": i, "acc": on_test["acc"], "loss": on_test["loss"], "angular_distance": float(angular[i])}
+                {
+                    "layer": i,
+                    "acc": on_test["acc"],
+                    "acc_ci": on_test["acc_ci"],
+                    "drop_bound": on_test["drop_bound"],
+                    "loss": on_test["loss"],
+                    "angular_distance": float(angular[i]),
+                }
             )
-        out["single"] = {"layers": torch.tensor(rises, dtype=torch.float64)}
-    return out, layer_removal
+    return out, details, layer_removal
 
 
 def _curve(evaluate, clock, test, layout, kind, score, scores, s, seed, none) -> list[dict[str, Any]]:
@@ -242,7 +329,7 @@ def _curve(evaluate, clock, test, layout, kind, score, scores, s, seed, none) ->
     return points
 
 
-def _combined(probe, clock, test, scoring, layout, s, scores, results, none, ok) -> dict[str, Any]:
+def _combined(probe, clock, test, scoring, layout, s, scores, results, none, ok, iv) -> dict[str, Any]:
     """Heads first (at the largest fraction any score removes within tolerance), then FFN blocks on top."""
     head_fractions = results["removable"]["heads"]
     learned = {sc: f for sc, f in head_fractions.items() if sc != "random" and f}
@@ -255,21 +342,21 @@ def _combined(probe, clock, test, scoring, layout, s, scores, results, none, ok)
     heads_kept = keep_top({"heads": scores[head_score]["heads"]}, alive, {"heads": keep_count(n, 1.0 - fraction)})
     base = {**none, "heads": ~heads_kept["heads"]}
     ffn = probe.gradient_scores(scoring, {"mlp_blocks": layout.grids["mlp_blocks"]}, removed=base)["mlp_blocks"]
-    start = probe.evaluate(test, base)
+    start = iv.mark(probe.evaluate(test, base))
     points, m = [], layout.size("mlp_blocks")
     block_alive = {"mlp_blocks": torch.ones(layout.grids["mlp_blocks"], dtype=torch.bool)}
     for f in s.grid:
         kept = keep_top({"mlp_blocks": ffn}, block_alive, {"mlp_blocks": keep_count(m, 1.0 - f)})
         removed = {**base, "mlp_blocks": ~kept["mlp_blocks"]}
         point = mean_point([clock.timed(lambda removed=removed: probe.evaluate(test, removed))])
-        points.append(point | {"fraction": f, "removed": m - keep_count(m, 1.0 - f)})
-    dense_acc = results["dense"]["acc"]
+        points.append(iv.mark(point | {"fraction": f, "removed": m - keep_count(m, 1.0 - f)}))
     return {
         "heads_score": head_score,
         "heads_fraction": fraction,
-        "heads_only": {"acc": start["acc"], "loss": start["loss"]},
+        "heads_only": {k: start[k] for k in ("acc", "acc_ci", "drop_bound", "loss")},
         "ffn_score": "gradient (re-scored with those heads removed)",
         "curve": points,
-        "removable_fraction": removable([(p["fraction"], p["acc"]) for p in points], dense_acc, s.tolerance),
+        "removable_fraction": _removable(points, s, ok),
+        "removable_fraction_point": _removable(points, s, ok, results["dense"]["acc"]),
         "ffn_scores": ffn.tolist(),
     }

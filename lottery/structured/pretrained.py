@@ -65,6 +65,9 @@ def grid_settings(setup: StructuredSpec) -> GridSettings:
         random_draws=s.random_draws,
         tolerance=setup.cfg.ticket.match_tolerance,
         min_above_chance=s.min_above_chance,
+        confidence=s.confidence,
+        bootstrap=s.bootstrap,
+        single_heads=s.single_heads,
     )
 
 
@@ -109,10 +112,12 @@ def measure(setup: StructuredSpec, settings: dict[str, Any]) -> dict[str, Any]:
     threads = use_all_cores(device, cfg.trainer.threads)
     started = time.perf_counter()
     network = setup.pretrained().to(device)
-    test = Prompts.of(dm.task, dm.x_test, dm.y_test)
+    test = Prompts.of(dm.task, dm.x_test, dm.y_test, getattr(dm.task, "test_queries", None))
     scoring = Prompts.of(dm.task, dm.x_train, dm.y_train).head(cfg.structured.score_examples)
     kinds = tuple(cfg.structured.grid_units)
-    backward = "gradient" in cfg.structured.grid_scores or {"heads", "mlp_blocks"} <= set(kinds)
+    backward = bool({"gradient", "token_gradient"} & set(cfg.structured.grid_scores)) or {"heads", "mlp_blocks"} <= set(
+        kinds
+    )
     batch = cfg.structured.batch_size or batch_size_for(network, test.x.shape[1], cfg.structured.memory_gb, backward)
     probe = Probe(network, dm.task, device, batch)
     say(

@@ -29,26 +29,39 @@ UnitMask = Mapping[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class Prompts:
-    """Token inputs (n, T), the scored targets (n, T; IGNORE where nothing is scored) and, for few-shot tasks, each
-    prompt's number of demonstrations (n,)."""
+    """Token inputs (n, T), the scored targets (n, T; IGNORE where nothing is scored), for few-shot tasks each
+    prompt's number of demonstrations (n,), and the query each prompt asks (n,): intervals resample queries
+    (lottery/core/intervals.py); None when every prompt is its own."""
 
     x: torch.Tensor
     targets: torch.Tensor
     shots: torch.Tensor | None
+    queries: torch.Tensor | None = None
 
     @classmethod
-    def of(cls, task: Any, x: torch.Tensor, y: torch.Tensor) -> Prompts:
+    def of(cls, task: Any, x: torch.Tensor, y: torch.Tensor, queries: Sequence[int] | None = None) -> Prompts:
         # token tasks without a split (associative recall) hold their targets alone, no numbers of demonstrations
         targets, shots = task.split(y) if hasattr(task, "split") else (y, None)
         if targets.shape != x.shape:
             raise ValueError(f"targets of shape {tuple(targets.shape)} do not line up with inputs {tuple(x.shape)}")
-        return cls(x, targets, shots)
+        if queries is not None and len(queries) != len(x):
+            raise ValueError(f"{len(queries)} query indices for {len(x)} prompts")
+        return cls(x, targets, shots, None if queries is None else torch.as_tensor(queries, dtype=torch.int64))
 
     def __len__(self) -> int:
         return len(self.x)
 
     def head(self, n: int) -> Prompts:
-        return Prompts(self.x[:n], self.targets[:n], None if self.shots is None else self.shots[:n])
+        return Prompts(
+            self.x[:n],
+            self.targets[:n],
+            None if self.shots is None else self.shots[:n],
+            None if self.queries is None else self.queries[:n],
+        )
+
+    def groups(self) -> torch.Tensor:
+        """The cluster of each prompt for the bootstrap: its query, or itself."""
+        return self.queries if self.queries is not None else torch.arange(len(self.x))
 
 
 def gates_of(removed: UnitMask, device: torch.device) -> dict[str, torch.Tensor]:
@@ -113,11 +126,16 @@ class Probe:
             tokens_rows.index_add_(0, row, torch.ones_like(row))
         tokens = int(tokens_rows.sum())
         loss = float(nll_rows.sum() / max(tokens, 1))
-        if self.token_accuracy:
-            acc = float(1.0 - wrong.sum().double() / max(tokens, 1))
-        else:
-            acc = float((wrong == 0).double().mean())
-        return {"acc": acc, "loss": loss, "by_context": self._by_context(prompts, wrong, nll_rows, tokens_rows)}
+        # hits per prompt: 1/0 for an exact match, or its correct tokens (token accuracy, out of tokens_rows)
+        hits = tokens_rows - wrong if self.token_accuracy else (wrong == 0).long()
+        acc = float(hits.sum().double() / max(tokens, 1)) if self.token_accuracy else float(hits.double().mean())
+        return {
+            "acc": acc,
+            "loss": loss,
+            "by_context": self._by_context(prompts, wrong, nll_rows, tokens_rows),
+            "hits": hits.tolist(),
+            "tokens": tokens_rows.tolist(),
+        }
 
     @staticmethod
     def _by_context(prompts: Prompts, wrong, nll_rows, tokens_rows) -> dict[str, list] | None:
@@ -161,6 +179,58 @@ class Probe:
         if len(prompts) == 0:
             raise ValueError("gradient scores need at least one prompt")
         return {k: s / len(prompts) for k, s in sums.items()}
+
+    def token_head_scores(self, prompts: Prompts, grid: tuple[int, int]) -> torch.Tensor:
+        """Bansal et al. 2023's head importance as their released code computes it (amazon-science/llm-interpret,
+        lm_eval/base.py, `calculate_importance`): I_h = sum over prompts and positions t of |<dL/dA_h(t), A_h(t)>|,
+        A_h(t) head h's attention output at position t (its slice of the output projection's input), divided by
+        token counts: every layer but the last by the positions that get a gradient (each prompt's positions up to
+        its last scored one; theirs: the sequence length - 1), the last layer by the scored tokens (theirs:
+        `importance_score[-1] /= eff_tokens`). A gate per prompt, position and head gives every term in one backward
+        pass (at gate 1, dL/dg = <dL/dA, A>).
+        Where ours differs: L is the summed next-token loss of the scored tokens over the scoring set's scored
+        tokens (theirs: the model's mean loss of each batch, so a batch's weight follows its size); with one batch
+        holding every prompt the two are the same, and ours does not depend on the memory-driven batch size.
+        Michel et al. 2019 (gradient_scores) take |.| of the sum over positions per prompt instead: terms of opposite
+        sign at different positions cancel there and add here."""
+        sums = torch.zeros(grid, dtype=torch.float64)
+        positions = scored = 0
+        for x, at, target, _ in self.batches(prompts):
+            b, t = x.shape
+            gates = torch.ones((b, grid[0], t, grid[1]), device=self.device, requires_grad=True)
+            with torch.enable_grad():
+                logits = self.logits(x, at, {"heads": gates}).float()
+                nll = F.cross_entropy(logits, target, reduction="sum")
+                (grad,) = torch.autograd.grad(nll, [gates])
+            sums += grad.detach().abs().sum((0, 2)).double().cpu()
+            last = at.long().cumsum(1).argmax(1)  # each prompt's last scored position
+            positions += int((last + 1).sum())
+            scored += int(at.sum())
+        if scored == 0:
+            raise ValueError("head scores need at least one prompt with a scored token")
+        sums /= scored  # the loss as a mean over every scored token of the scoring set
+        sums[:-1] /= positions
+        sums[-1] /= scored
+        return sums
+
+    @torch.no_grad()
+    def knockout_scores(self, prompts: Prompts, grid: tuple[int, ...], kind: str) -> dict[str, torch.Tensor]:
+        """Every unit of `kind` removed alone on `prompts`: the accuracy drop and the loss rise against the full model.
+        Bansal et al. 2023 rank FFNs by the accuracy drop when each is knocked out alone (their README, "FFN
+        Importance Scores"); `score` orders by accuracy drop and breaks its ties (few prompts give few distinct
+        accuracies) by loss rise: the rank, 0 the least important."""
+        base = self.evaluate(prompts)
+        n = math.prod(grid)
+        drops, rises = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        for i in range(n):
+            alone = torch.zeros(n, dtype=torch.bool)
+            alone[i] = True
+            out = self.evaluate(prompts, {kind: alone.view(grid)})
+            drops[i], rises[i] = base["acc"] - out["acc"], out["loss"] - base["loss"]
+        order = sorted(range(n), key=lambda i: (float(drops[i]), float(rises[i]), i))
+        rank = torch.empty(n, dtype=torch.float64)
+        rank[order] = torch.arange(n, dtype=torch.float64)
+        return {"score": rank.view(grid), "acc_drop": drops.view(grid), "loss_rise": rises.view(grid)}
 
     @torch.no_grad()
     def angular_distances(self, prompts: Prompts, layers: Sequence[torch.nn.Module]) -> torch.Tensor:

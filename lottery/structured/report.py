@@ -109,14 +109,17 @@ def write_report(setup: StructuredSpec, no_retrain: dict[str, Any] | None) -> di
 def no_retrain_section(results: dict[str, Any], dense_acc: float, tolerance: float) -> dict[str, Any]:
     """Per kind and score: the removable fraction (None where dense accuracy is too close to chance to claim one)
     and the curve."""
-    claimed = results.get("removable")
+    claimed, point_claim = results.get("removable"), results.get("removable_point")
+    keys = ("fraction", "removed", "acc", "acc_ci", "drop_bound", "acc_sd", "loss")
     return {
         kind: {
             score: {
                 "removable_fraction": claimed[kind][score]
                 if claimed is not None
                 else removable([(p["fraction"], p["acc"]) for p in points], dense_acc, tolerance),
-                "curve": [{k: p[k] for k in ("fraction", "removed", "acc", "acc_sd", "loss")} for p in points],
+                # the walk on point estimates alone (no interval), beside the claim at the stated confidence
+                **({"removable_point": point_claim[kind][score]} if point_claim is not None else {}),
+                "curve": [{k: p[k] for k in keys if k in p} for p in points],
             }
             for score, points in by_score.items()
         }
@@ -146,7 +149,14 @@ def write_pretrained_report(setup: StructuredSpec, results: dict[str, Any], trac
         "model": results["model"],
         "data": results["data"],
         "tolerance": results["tolerance"],
-        "dense": {"test_acc": dense["acc"], "test_loss": dense["loss"], "by_context": dense["by_context"]},
+        "confidence": results.get("confidence"),
+        "held_out_queries": results.get("held_out_queries"),
+        "dense": {
+            "test_acc": dense["acc"],
+            "test_acc_ci": dense.get("acc_ci"),
+            "test_loss": dense["loss"],
+            "by_context": dense["by_context"],
+        },
         "chance": results["chance"],
         "meaningful": results["meaningful"],
         "claim": claim_line(dense["acc"], results["chance"], results["min_above_chance"], results["meaningful"]),

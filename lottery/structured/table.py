@@ -18,6 +18,7 @@ def chosen_by(branch: str, score: str) -> str:
 
 def summary_table(report: dict[str, Any]) -> Table:
     dense, tol = report["dense"]["test_acc"], report["tolerance"]
+    confidence = report.get("confidence")
     table = Table(title="units removable with at most the tolerated loss of test accuracy")
     for column in ("procedure", "score", "unit kind", "removable", "accuracy there"):
         table.add_column(column, justify="left" if column in ("procedure", "score", "unit kind") else "right")
@@ -27,8 +28,11 @@ def summary_table(report: dict[str, Any]) -> Table:
             if fraction is None:  # dense is too close to chance to claim anything
                 table.add_row("no retraining", score, kind, "not claimed", "")
                 continue
-            at = [p["acc"] for p in result["curve"] if p["fraction"] == fraction]
-            table.add_row("no retraining", score, kind, f"{fraction:.0%}", f"{at[0]:.2%}" if at else f"{dense:.2%}")
+            at = [p for p in result["curve"] if p["fraction"] == fraction]
+            shown = f"{fraction:.0%}"
+            if "removable_point" in result and result["removable_point"] != fraction:
+                shown += f" ({result['removable_point']:.0%} by the point estimate)"
+            table.add_row("no retraining", score, kind, shown, _acc(at[0]) if at else f"{dense:.2%}")
     imp = report.get("imp")
     if imp:
         # what chose the removed units: the score, chance, or (random_reinit) the trunk's mask
@@ -45,8 +49,19 @@ def summary_table(report: dict[str, Any]) -> Table:
         label = f"{combined['heads_fraction']:.0%} of heads ({combined['heads_score']}), then"
         table.add_row(label, "gradient", "mlp_blocks", f"{fraction:.0%}", f"{at[0]:.2%}" if at else "")
     table.caption = (
-        f"dense test accuracy {dense:.2%}, chance {report['chance']:.2%}, tolerance {tol:.1%} (ticket.match_tolerance)"
+        f"dense test accuracy {_acc({'acc': dense, 'acc_ci': report['dense'].get('test_acc_ci')})}, chance "
+        f"{report['chance']:.2%}, tolerance {tol:.1%} (ticket.match_tolerance)"
     )
+    if confidence is not None:
+        table.caption += (
+            f"; removable: the drop from dense within tolerance at {confidence:.0%} confidence (bootstrap over "
+            f"{report.get('held_out_queries')} held-out queries), [interval] {confidence:.0%}"
+        )
     if "claim" in report:
         table.caption += f"; {report['claim']}"
     return table
+
+
+def _acc(point: dict[str, Any]) -> str:
+    ci = point.get("acc_ci")
+    return f"{point['acc']:.2%}" + (f" [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else "")
