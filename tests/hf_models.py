@@ -35,6 +35,16 @@ def config_of(family: str, vocab: int = VOCAB, kv_heads: int = 4):
             **common, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
             num_key_value_heads=kv_heads,
         )  # fmt: skip
+    if family == "gemma3":
+        # Gemma3ForCausalLM (model_type gemma3_text): head_dim 8 (not hidden / heads), GeGLU FFN, q/k norms and norms
+        # after attention and FFN, a sliding window of 4 tokens on layers 0 and 2 and full attention on layer 1;
+        # kv_heads=2 (or 1) for grouped-query attention, as Gemma 3 has. Large weights (initializer_range), so that
+        # RMSNorm's eps (1e-6) is small against the activations: at 0.02 the FFN output's mean square is about eps.
+        return tf.Gemma3TextConfig(
+            **common, hidden_size=16, intermediate_size=24, num_hidden_layers=3, num_attention_heads=4,
+            num_key_value_heads=kv_heads, head_dim=8, query_pre_attn_scalar=8, sliding_window=4,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"], initializer_range=0.3,
+        )  # fmt: skip
     raise ValueError(family)
 
 

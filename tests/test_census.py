@@ -1,5 +1,6 @@
 """The dead-FFN-unit census (lottery/structured/census.py) on tiny saved models with units killed on purpose: SwiGLU
-units whose gate and up rows are zero (exact zeros, or a millionth of a typical activation), ReLU units behind a large
+(Llama) and GeGLU (Gemma 3) units whose gate and up rows are zero (exact zeros, or a millionth of a typical
+activation), a GeGLU unit whose gate is negative on every token (small, never exactly zero), ReLU units behind a large
 negative bias, and a ReLU unit that fires only on the padding token, which a mask must leave out."""
 
 from __future__ import annotations
@@ -42,10 +43,14 @@ def opt(tmp_path_factory):
     return save_model(tmp_path_factory.mktemp("census") / "opt", "opt")
 
 
-def test_swiglu_units_with_zero_rows_are_dead_and_the_rest_alive(llama):
-    network = load(llama)
-    dead = {0: [1, 5, 7], 1: [0, 23]}
-    faint = {1: [11]}  # a millionth of the others: never exactly 0, but dead under the relative rule
+@pytest.fixture(scope="module")
+def gemma(tmp_path_factory):
+    return save_model(tmp_path_factory.mktemp("census") / "gemma", "gemma3", kv_heads=2)
+
+
+def kill(network: HFCausalLM, dead: dict[int, list[int]], faint: dict[int, list[int]]) -> None:
+    """Gated units whose gate and up rows are zero (`dead`: exactly 0) or a thousandth of what they were (`faint`: a
+    millionth of the others, never exactly 0, but dead under the relative rule)."""
     with torch.no_grad():
         for layer, units in dead.items():
             for name in ("gate_proj", "up_proj"):
@@ -53,6 +58,11 @@ def test_swiglu_units_with_zero_rows_are_dead_and_the_rest_alive(llama):
         for layer, units in faint.items():
             for name in ("gate_proj", "up_proj"):
                 getattr(mlp(network, layer).mlp, name).weight[units] *= 1e-3
+
+
+def test_swiglu_units_with_zero_rows_are_dead_and_the_rest_alive(llama):
+    network = load(llama)
+    kill(network, dead={0: [1, 5, 7], 1: [0, 23]}, faint={1: [11]})
     network.train()
     census = ffn_census(network, batches())
     assert network.training  # put back as it was
@@ -69,6 +79,35 @@ def test_swiglu_units_with_zero_rows_are_dead_and_the_rest_alive(llama):
     # a lower bar than the faint unit's activation keeps it alive; the exactly-zero units stay dead under any bar
     strict = ffn_census(network, batches(), relative=1e-9)
     assert [r["dead_units"] for r in strict["per_layer"]] == [[1, 5, 7], [0, 23]]
+
+
+def test_geglu_units_with_zero_rows_or_a_gate_negative_on_every_token_are_dead(gemma):
+    """Gemma 3's FFN unit is gelu_tanh(gate) * up: no ReLU zeros, so the relative rule. Besides zero and faint rows as
+    for SwiGLU, layer 1's unit 4 reads a gate between about -4.8 and -3.6 on every token: GELU's negative tail, about a
+    thousandth of a typical activation and never exactly 0 (float32's tanh GELU is exactly 0 only below about -5), so
+    no count of zeros finds it; the relative rule does."""
+    network = load(gemma)
+    kill(network, dead={0: [1, 5, 7], 2: [0, 23]}, faint={1: [11]})
+    with torch.no_grad():
+        # residual coordinate 0 is the same large value for every token (the post-norms keep the layers' additions
+        # near 1 per coordinate), so the pre-FFN norm's output there is positive, about 3: unit 4 reads it alone
+        network.lm.get_input_embeddings().weight[:, 0] = 3.5
+        ffn = mlp(network, 1).mlp
+        ffn.gate_proj.weight[4], ffn.up_proj.weight[4] = 0.0, 0.0
+        ffn.gate_proj.weight[4, 0], ffn.up_proj.weight[4, 0] = -1.4, 1.0
+    seen = []
+    handle = ffn.down_proj.register_forward_pre_hook(lambda m, args: seen.append(args[0].reshape(-1, 24)))
+    census = ffn_census(network, batches())
+    handle.remove()
+    act = torch.cat(seen)
+    assert (act[:, 4] != 0).all() and act[:, 4].abs().max() < 2e-3 * act.abs().mean()
+    assert census["activation"] == "gelu_pytorch_tanh(gate) * up" and census["relative"] == 0.01
+    assert census["zero_fraction"] is None and "mean |activation|" in census["rule"]
+    assert [r["dead_units"] for r in census["per_layer"]] == [[1, 5, 7], [4, 11], [0, 23]]
+    assert (census["dead_total"], census["units_total"]) == (7, 72)
+    # a bar below the faint and the negative-gate units' activations keeps them alive; exact zeros stay dead
+    strict = ffn_census(network, batches(), relative=1e-9)
+    assert [r["dead_units"] for r in strict["per_layer"]] == [[1, 5, 7], [], [0, 23]]
 
 
 def test_relu_units_behind_a_large_negative_bias_are_dead(opt):

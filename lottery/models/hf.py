@@ -1,4 +1,5 @@
-"""model=hf: a pretrained Hugging Face causal LM (GPT-2, OPT, GPT-NeoX/Pythia, Llama, Mistral) as a lottery network.
+"""model=hf: a pretrained Hugging Face causal LM (GPT-2, OPT, GPT-NeoX/Pythia, Llama, Mistral, Gemma 3) as a lottery
+network.
 
     lottery model=hf model.path=facebook/opt-125m data=icl_text data.task=antonyms pruning.strategy=structured
 
@@ -13,6 +14,14 @@ forward hooks on the library's modules (no `head_mask`, no patched source): at g
 d loss / d gate is the gradient importance of Michel et al. 2019. A `layers` gate scales a whole decoder block's
 contribution to the residual stream; `forward(x, skip=[...])` replaces removed layers by the identity (not computed),
 and `forward(x, at=mask)` runs the output head only at the scored positions (lottery/structured/probe.py).
+
+Gemma 3 (Gemma3ForCausalLM, model_type gemma3_text) is gated like Llama, with Llama's module names, except that its
+FFN-block gate scales post_feedforward_layernorm's output: Gemma normalises the attention output and the FFN output
+again before adding them to the residual stream, so a removed head's zeros pass through the output projection and
+post_attention_layernorm (the remaining heads' output is re-normalised, exactly as with zeroed weights), and a removed
+block's zeros stay exactly zero through the norm (hf_families.py says why the block gate sits after it). Its
+sliding-window layers are the library's own: a skipped layer is the identity, and the model cut to the kept layers
+must keep their `config.layer_types` (sliding or full attention) with them.
 
 Token tasks whose vocabulary is their own (data=icl_recall) are mapped into the model's: task token i is model token
 `token_offset + i`, and the outputs are the logits of those tokens. Text tasks (data=icl_text) use the model's
@@ -42,8 +51,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 # GGUF general.architecture -> model_type, for the architectures that transformers' GGUF loader reads and
 # hf_families.FAMILIES covers (llama.cpp writes Mistral models as "llama"; it has no GPT-NeoX loader in transformers,
-# and OPT has no GGUF form)
-GGUF_MODEL_TYPES = {"llama": "llama", "gpt2": "gpt2"}
+# and OPT has no GGUF form). A "gemma3" file holds the text model alone, which transformers loads as
+# Gemma3ForCausalLM with model_type "gemma3_text".
+GGUF_MODEL_TYPES = {"llama": "llama", "gpt2": "gpt2", "gemma3": "gemma3_text"}
 
 
 class HFModelError(ValueError):
@@ -237,6 +247,13 @@ class HFCausalLM(nn.Module):
             gguf_file=gguf_file,
         )
         self.family_name, self.family = kind, fam.FAMILIES[kind]
+        if getattr(self.lm.config, "final_logit_softcapping", None) is not None:
+            # forward(x, at=...) runs the output head itself, without the library's tanh cap on the logits
+            raise HFModelError(
+                f"model.path={path!r} caps its logits (final_logit_softcapping="
+                f"{self.lm.config.final_logit_softcapping}), which model=hf's scored-position logits leave out; give "
+                "a model without it (Gemma 3's own configs have none)"
+            )
         self.input_shape, self.num_classes = tuple(input_shape), num_classes
         vocab = self.lm.get_input_embeddings().num_embeddings
         if token_offset < 0 or token_offset + num_classes > vocab:
@@ -322,8 +339,9 @@ class HFCausalLM(nn.Module):
                 hooks.append(o.register_forward_pre_hook(_scale_inputs(gates["heads"][:, layer], s.head_dim)))
             if "mlp_units" in gates:
                 hooks.append(down.register_forward_pre_hook(_scale_inputs(gates["mlp_units"][:, layer], 1)))
-            if "mlp_blocks" in gates:
-                hooks.append(down.register_forward_hook(_scale_output(gates["mlp_blocks"][:, layer])))
+            if "mlp_blocks" in gates:  # where the block enters the residual stream (after Gemma's post-norm)
+                out = block.get_submodule(f.ffn_out) if f.ffn_out else down
+                hooks.append(out.register_forward_hook(_scale_output(gates["mlp_blocks"][:, layer])))
             if "layers" in gates:
                 hooks.append(block.register_forward_hook(_scale_layer(gates["layers"][:, layer]), with_kwargs=True))
         return hooks

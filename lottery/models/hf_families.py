@@ -10,6 +10,19 @@ Masking the output projection's inputs is what makes a head's contribution exact
 `head_mask`); the q/k/v and up-projection slices make the magnitude score and the compact export see the whole unit.
 
 GPT-2 stores its projections as Conv1D, weight [in, out]; every other family as nn.Linear, weight [out, in].
+
+Gemma 3 (model_type gemma3_text) has Llama's module names and a gated FFN (GeGLU: a gelu-tanh gate), and an RMSNorm
+after its attention and after its FFN as well as before them. A removed head's zeros pass through the output
+projection and then post_attention_layernorm, so the remaining heads' output is re-normalised: exactly what zeroed
+weights give, since the norm sees the same vector either way. A removed FFN block's all-zero output stays exactly zero
+through post_feedforward_layernorm (x * rsqrt(mean(x^2) + eps) * (1 + w) of x = 0 is 0), so a removed block or layer
+is still exactly nothing or the identity. A continuous gate behaves differently, though: the norm undoes a common
+scale, so a gate on a whole block's down-projection output would leave the model unchanged at every value above 0
+but for what eps adds, and its gradient would measure eps rather than the block (on Gemma 3 270M, 4 to 10^6 times
+smaller than after the norm); Gemma's FFN-block gate therefore sits after post_feedforward_layernorm (`ffn_out`),
+where the block enters the residual stream. Heads and FFN units are gated where Llama's are: at 0 they are exactly
+removed, but the norm makes the gradients of one layer's heads (or units) sum to ~0, since scaling them all together
+changes nothing; each one's |gradient| is still its score.
 """
 
 from __future__ import annotations
@@ -25,9 +38,12 @@ class Family:
     qkv: tuple[str, ...]  # (q, k, v) projections, or one fused projection
     fused: str  # "" (separate q, k, v) | "gpt2" (columns [q | k | v]) | "neox" (rows [head][q, k, v][head_dim])
     o: str  # attention output projection
-    up: tuple[str, ...]  # FFN input projection(s): fc_in, or gate and up for gated (SwiGLU) FFNs
+    up: tuple[str, ...]  # FFN input projection(s): fc_in, or gate and up for gated (SwiGLU, GeGLU) FFNs
     down: str  # FFN output (down) projection
     conv1d: bool = False  # weights stored [in, out] (GPT-2's Conv1D)
+    # the module whose output is the FFN block's whole contribution to the residual stream, where an mlp_blocks gate
+    # scales it: "" for the down-projection itself, or a norm after it (Gemma's post_feedforward_layernorm)
+    ffn_out: str = ""
 
 
 FAMILIES: dict[str, Family] = {
@@ -58,6 +74,16 @@ FAMILIES: dict[str, Family] = {
     ),
 }
 FAMILIES["mistral"] = FAMILIES["llama"]
+# Gemma 3's text models (Gemma3ForCausalLM; a GGUF file's "gemma3"): Llama's names, GeGLU FFN, post-norms (see above)
+FAMILIES["gemma3_text"] = Family(
+    "model.layers",
+    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+    "",
+    "self_attn.o_proj",
+    ("mlp.gate_proj", "mlp.up_proj"),
+    "mlp.down_proj",
+    ffn_out="post_feedforward_layernorm",
+)
 SUPPORTED = tuple(FAMILIES)
 
 
@@ -67,7 +93,7 @@ class Shape:
 
     n_layers: int
     n_heads: int
-    n_kv_heads: int  # < n_heads under grouped-query attention (Llama 2 70B, Mistral): k, v shared by several heads
+    n_kv_heads: int  # < n_heads under grouped-query attention (Llama 2 70B, Mistral, Gemma 3): k, v shared by heads
     head_dim: int
     d_ff: int  # FFN hidden units per layer
     down_bias: bool  # the down-projection has a bias (GPT-2, OPT, NeoX)

@@ -10,8 +10,10 @@ whatever the number of batches. The rule depends on the activation function:
 - ReLU FFNs (OPT): ReLU gives exact zeros, so a unit is dead when act == 0 on at least `zero_fraction` of the
   tokens (default 99.9%).
 - Smooth FFNs (GELU in GPT-2 and GPT-NeoX; SwiGLU in Llama and Mistral, whose down input silu(gate) * up is almost
-  never exactly 0): a unit is dead when its max |act| over every token is below `relative` x the layer's mean |act|
-  (mean over units and tokens; default 1%), i.e. it never reaches a hundredth of a typical activation.
+  never exactly 0; GeGLU in Gemma 3, gelu_tanh(gate) * up, whose GELU only comes near 0 for a negative gate, where a
+  ReLU is 0: float32's is exactly 0 only below about -5): a unit is dead when its max |act| over every token is
+  below `relative` x the layer's mean |act| (mean over units and tokens; default 1%), i.e. it never reaches a
+  hundredth of a typical activation.
 
 Under either rule a unit that is exactly 0 on every counted token is dead (a layer whose units are all silent has
 a mean of 0, which no max is below). Pure torch: no transformers, Lightning or Hydra import.
@@ -31,9 +33,9 @@ ZERO_ACTIVATIONS = ("relu", "relu2", "relu6")  # names in transformers' ACT2FN w
 
 
 def activation_name(config: Any) -> str:
-    """The FFN activation of a library config: GPT-2 and OPT call it `activation_function`, NeoX and Llama
-    `hidden_act`."""
-    for key in ("activation_function", "hidden_act"):
+    """The FFN activation of a library config: GPT-2 and OPT call it `activation_function`, Gemma
+    `hidden_activation` (which its FFN uses where a Gemma config has `hidden_act` too), NeoX and Llama `hidden_act`."""
+    for key in ("activation_function", "hidden_activation", "hidden_act"):
         name = getattr(config, key, None)
         if isinstance(name, str):
             return name
@@ -87,7 +89,7 @@ def ffn_census(
     """
     name = activation_name(network.lm.config)
     zero_rule = name in ZERO_ACTIVATIONS
-    gated = len(network.family.up) > 1  # SwiGLU: the down input is act(gate) * up, not act(up)
+    gated = len(network.family.up) > 1  # SwiGLU, GeGLU: the down input is act(gate) * up, not act(up)
     activation = f"{name}(gate) * up" if gated else name
     layers = network.decoder_layers()
     counters = [_Counter() for _ in layers]
