@@ -211,6 +211,7 @@ def run_grid(
     clock = Clock(count_evaluations(s, layout.grids["layers"][0] if "layers" in layout.grids else 0), say)
     started = time.perf_counter()
     dense = clock.timed(lambda: probe.evaluate(test))
+    dense_seconds = clock.seconds  # one evaluation of the test prompts: the unit the grid's cost is measured in
     iv = Intervals.of(test, dense, s, seed, probe.token_accuracy)
     dense["acc_ci"] = iv.ci(dense["hits"])
     ok = meaningful(dense["acc"], chance, s.min_above_chance)
@@ -252,6 +253,12 @@ def run_grid(
         started = time.perf_counter()
         results["combined"] = _combined(probe, clock, test, scoring, layout, s, scores, results, none, ok, iv)
         clock.line("heads then FFN blocks", started)
+    results["timing"] = {
+        "evaluations": clock.done,  # of the test prompts (scoring passes are not counted)
+        "evaluation_seconds": clock.seconds,
+        "dense_evaluation_seconds": dense_seconds,
+        "grid_over_evaluations": clock.seconds / max(clock.done * dense_seconds, 1e-9),
+    }
     return results
 
 

@@ -17,6 +17,7 @@ figures (heads_curve.png, heads_survival.png, icl_by_context.png, layers.png).
 from __future__ import annotations
 
 import os
+import resource
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -150,6 +151,8 @@ def measure(setup: StructuredSpec, settings: dict[str, Any]) -> dict[str, Any]:
             "threads": threads,
             "batch_size": batch,
             "seconds": time.perf_counter() - started,
+            # the process's peak resident memory so far (in a multirun: over every job before this one too)
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         },
     }
     return results

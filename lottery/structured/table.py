@@ -55,7 +55,7 @@ def summary_table(report: dict[str, Any]) -> Table:
     if confidence is not None:
         table.caption += (
             f"; removable: the drop from dense within tolerance at {confidence:.0%} confidence (bootstrap over "
-            f"{report.get('held_out_queries')} held-out queries), [interval] {confidence:.0%}"
+            f"{report.get('held_out_queries')} held-out queries); [brackets]: {confidence:.0%} intervals"
         )
     if "claim" in report:
         table.caption += f"; {report['claim']}"
