@@ -71,9 +71,9 @@ def test_gradient_scores_equal_finite_differences_under_grouped_query_attention(
 
 
 def test_per_token_head_scores_equal_finite_differences_and_the_released_normalisation(gqa):
-    """Bansal et al. (llm-interpret calculate_importance): sum over prompts and positions of |<dL/dA_h(t), A_h(t)>|,
-    L the loss over all scored tokens, layers but the last divided by the positions with a gradient, the last layer
-    by the scored tokens."""
+    """Bansal et al. (llm-interpret calculate_importance, run at batch size 1): sum over prompts and positions of
+    |<dL_p/dA_h(t), A_h(t)>|, L_p prompt p's mean loss over its scored tokens, layers but the last divided by the
+    positions with a gradient, the last layer by the scored tokens; our batches of 2 give the same."""
     network, prompts = gqa
     probe = Probe(network, ExactMatch(12), torch.device("cpu"), batch_size=2)
     grid = network.layout().grids["heads"]
@@ -95,7 +95,7 @@ def test_per_token_head_scores_equal_finite_differences_and_the_released_normali
                         g[0, layer, pos, head] += sign * EPS
                         with torch.no_grad():
                             logits = network(x, gates={"heads": g}, at=t != IGNORE).double()
-                        terms.append(float(F.cross_entropy(logits, t[t != IGNORE], reduction="sum")) / scored)
+                        terms.append(float(F.cross_entropy(logits, t[t != IGNORE], reduction="mean")))
                     expected[layer, head] += abs((terms[0] - terms[1]) / (2 * EPS))
     expected[:-1] /= positions
     expected[-1] /= scored

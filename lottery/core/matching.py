@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
+EPS = 1e-12
 
 
 def last_matching(points: Iterable[tuple[T, float]], reference: float, tolerance: float) -> T | None:
@@ -19,7 +20,8 @@ def last_matching(points: Iterable[tuple[T, float]], reference: float, tolerance
     accuracy is within `tolerance` of `reference`; None when the first already falls short."""
     last = None
     for item, acc in points:
-        if not acc >= reference - tolerance:
+        # EPS: a drop of exactly the tolerance (30/40 - 28/40 = 0.05000000000000004 in floats) matches
+        if not acc >= reference - tolerance - EPS:
             break
         last = item
     return last

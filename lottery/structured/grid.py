@@ -77,6 +77,9 @@ def grid_record(s: Any, tolerance: float) -> dict[str, Any]:
     """What a grid's results depend on beyond the hashed config (structured.grid* and friends are not hashed), kept in
     results.json: a re-run recomputes the grid only when this changes."""
     return {
+        # the version of the scores' and claims' definitions: bumped when one changes, so an old results.json is
+        # measured again rather than reused (2: intervals, token_gradient, single by accuracy drop then loss rise)
+        "definitions": 2,
         "grid": list(s.grid),
         "units": list(s.grid_units),
         "scores": list(s.grid_scores),

@@ -39,9 +39,7 @@ def test_outputs(network: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 def evaluate(network: torch.nn.Module, task: Any, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
     outputs = test_outputs(network, x)
     acc, loss = task.metrics(outputs, y)
-    hits = task.correct(outputs, y).long().tolist() if hasattr(task, "correct") else None
-    out = {"acc": acc, "loss": loss, "by_context": task.by_context(outputs, y)}
-    return out | ({"hits": hits} if hits is not None else {})
+    return {"acc": acc, "loss": loss, "by_context": task.by_context(outputs, y)}
 
 
 def run_no_retrain(setup: StructuredSpec) -> dict[str, Any]:

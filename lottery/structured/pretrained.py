@@ -171,6 +171,7 @@ def model_info(setup: StructuredSpec, network: Any) -> dict[str, Any]:
     m = setup.cfg.model
     return {
         "path": m.path,
+        "fetched": getattr(m, "fetched", None),  # the catalog name of a model=<name> preset (lottery-models)
         "gguf_file": getattr(m, "gguf_file", None),
         "quantization": getattr(network, "quantization", None),
         "family": network.family_name,

@@ -186,11 +186,12 @@ class Probe:
         A_h(t) head h's attention output at position t (its slice of the output projection's input), divided by
         token counts: every layer but the last by the positions that get a gradient (each prompt's positions up to
         its last scored one; theirs: the sequence length - 1), the last layer by the scored tokens (theirs:
-        `importance_score[-1] /= eff_tokens`). A gate per prompt, position and head gives every term in one backward
-        pass (at gate 1, dL/dg = <dL/dA, A>).
-        Where ours differs: L is the summed next-token loss of the scored tokens over the scoring set's scored
-        tokens (theirs: the model's mean loss of each batch, so a batch's weight follows its size); with one batch
-        holding every prompt the two are the same, and ours does not depend on the memory-driven batch size.
+        `importance_score[-1] /= eff_tokens`). L is each prompt's own mean loss over its answer tokens, as in their
+        run (the README's command leaves the harness's batch size at 1, so each backward is one prompt's `ll`); a
+        prompt's terms do not depend on the other prompts of a batch, so ours equal theirs at any batch size. A gate
+        per prompt, position and head gives every term in one backward pass (at gate 1, dL/dg = <dL/dA, A>).
+        Where ours differs: our prompts start with the tokenizer's BOS where its convention adds one (theirs are
+        tokenized without special tokens), so the position count holds one more position per prompt.
         Michel et al. 2019 (gradient_scores) take |.| of the sum over positions per prompt instead: terms of opposite
         sign at different positions cancel there and add here."""
         sums = torch.zeros(grid, dtype=torch.float64)
@@ -200,15 +201,16 @@ class Probe:
             gates = torch.ones((b, grid[0], t, grid[1]), device=self.device, requires_grad=True)
             with torch.enable_grad():
                 logits = self.logits(x, at, {"heads": gates}).float()
-                nll = F.cross_entropy(logits, target, reduction="sum")
-                (grad,) = torch.autograd.grad(nll, [gates])
+                nll = F.cross_entropy(logits, target, reduction="none")
+                row = at.nonzero()[:, 0]
+                per_prompt_mean = (nll / at.sum(1)[row]).sum()  # the sum over prompts of each prompt's mean loss
+                (grad,) = torch.autograd.grad(per_prompt_mean, [gates])
             sums += grad.detach().abs().sum((0, 2)).double().cpu()
             last = at.long().cumsum(1).argmax(1)  # each prompt's last scored position
             positions += int((last + 1).sum())
             scored += int(at.sum())
         if scored == 0:
             raise ValueError("head scores need at least one prompt with a scored token")
-        sums /= scored  # the loss as a mean over every scored token of the scoring set
         sums[:-1] /= positions
         sums[-1] /= scored
         return sums
