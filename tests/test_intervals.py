@@ -62,8 +62,10 @@ def test_a_drop_is_bounded_on_the_same_resamples():
     assert 1 / 16 <= bound <= 3 / 16
     # unpaired, the two intervals overlap almost entirely: pairing is what makes a small drop visible
     low_dense, _ = same.interval(dense)
-    _, high_lost = same.interval(lost)
+    low_lost, high_lost = same.interval(lost)
+    high_dense = same.interval(dense)[1]
     assert high_lost > low_dense
+    assert bound < high_dense - low_lost  # the unpaired worst case would allow a far larger drop
 
 
 def test_mean_and_spread_over_splits():

@@ -104,6 +104,8 @@ def test_hashes_cover_what_changes_results_and_nothing_else():
         (["model=transformer", "data=icl_recall", "structured.score=random"], "structured.score='random'"),
         (["model=transformer", "data=icl_recall", "structured.grid=[0.5,0.2]"], "structured.grid=[0.5, 0.2]"),
         (["model=transformer", "data=icl_recall", "structured.procedure=later"], "structured.procedure='later'"),
+        (["model=transformer", "data=icl_recall", "structured.confidence=1.5"], "structured.confidence=1.5"),
+        (["model=transformer", "data=icl_recall", "structured.bootstrap=10"], "structured.bootstrap=10"),
         (
             ["model=transformer", "data=icl_recall", "pruning.strategy=structured", "branch=early_bird"],
             "branch=early_bird is not available for pruning.strategy=structured",

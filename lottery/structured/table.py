@@ -18,6 +18,7 @@ def chosen_by(branch: str, score: str) -> str:
 
 def summary_table(report: dict[str, Any]) -> Table:
     dense, tol = report["dense"]["test_acc"], report["tolerance"]
+    dense_point = {"acc": dense, "acc_ci": report["dense"].get("test_acc_ci")}
     confidence = report.get("confidence")
     table = Table(title="units removable with at most the tolerated loss of test accuracy")
     for column in ("procedure", "score", "unit kind", "removable", "accuracy there"):
@@ -29,10 +30,8 @@ def summary_table(report: dict[str, Any]) -> Table:
                 table.add_row("no retraining", score, kind, "not claimed", "")
                 continue
             at = [p for p in result["curve"] if p["fraction"] == fraction]
-            shown = f"{fraction:.0%}"
-            if "removable_point" in result and result["removable_point"] != fraction:
-                shown += f" ({result['removable_point']:.0%} by the point estimate)"
-            table.add_row("no retraining", score, kind, shown, _acc(at[0]) if at else f"{dense:.2%}")
+            shown = f"{fraction:.0%}" + _point(fraction, result.get("removable_point"))
+            table.add_row("no retraining", score, kind, shown, _acc(at[0]) if at else _acc(dense_point))
     imp = report.get("imp")
     if imp:
         # what chose the removed units: the score, chance, or (random_reinit) the trunk's mask
@@ -45,11 +44,12 @@ def summary_table(report: dict[str, Any]) -> Table:
     combined = report.get("combined") or {}
     if "curve" in combined:
         fraction = combined["removable_fraction"]
-        at = [p["acc"] for p in combined["curve"] if p["fraction"] == fraction]
+        at = [p for p in combined["curve"] if p["fraction"] == fraction]
         label = f"{combined['heads_fraction']:.0%} of heads ({combined['heads_score']}), then"
-        table.add_row(label, "gradient", "mlp_blocks", f"{fraction:.0%}", f"{at[0]:.2%}" if at else "")
+        shown = f"{fraction:.0%}" + _point(fraction, combined.get("removable_fraction_point"))
+        table.add_row(label, "gradient", "mlp_blocks", shown, _acc(at[0]) if at else _acc(combined["heads_only"]))
     table.caption = (
-        f"dense test accuracy {_acc({'acc': dense, 'acc_ci': report['dense'].get('test_acc_ci')})}, chance "
+        f"dense test accuracy {_acc(dense_point)}, chance "
         f"{report['chance']:.2%}, tolerance {tol:.1%} (ticket.match_tolerance)"
     )
     if confidence is not None:
@@ -65,3 +65,8 @@ def summary_table(report: dict[str, Any]) -> Table:
 def _acc(point: dict[str, Any]) -> str:
     ci = point.get("acc_ci")
     return f"{point['acc']:.2%}" + (f" [{ci[0]:.0%}, {ci[1]:.0%}]" if ci else "")
+
+
+def _point(fraction: float, point: float | None) -> str:
+    """The point-estimate walk's fraction, where it claims more than the interval does."""
+    return "" if point is None or point == fraction else f" ({point:.0%} by the point estimate)"
