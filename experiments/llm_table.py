@@ -152,10 +152,16 @@ def depth_profile(r: dict) -> list[float]:
     return [statistics.fmean(b) if b else 0.0 for b in bins]
 
 
+def first_split(runs: list[dict], model: str) -> int:
+    """The split the depth summaries read: data.data_seed's default (1234) where the model has it, else its lowest."""
+    seeds = {int(r["data"]["data_seed"]) for r in runs if model_name(r) == model}
+    return 1234 if 1234 in seeds else min(seeds)
+
+
 def depth_summary(runs: list[dict]) -> dict:
     by_model: dict[str, list[dict]] = {}
-    for r in runs:  # each model's first split (the lowest data_seed it has)
-        first = min(int(x["data"]["data_seed"]) for x in runs if model_name(x) == model_name(r))
+    for r in runs:  # each model's first split
+        first = first_split(runs, model_name(r))
         if "layer_removal" in r and int(r["data"]["data_seed"]) == first:
             by_model.setdefault(model_name(r), []).append(r)
     out: dict = {"bins": DEPTH_BINS, "models": {}}
@@ -211,6 +217,40 @@ def depth_rows(depth: dict) -> list[str]:
     return lines
 
 
+def depth_figure(runs: list[dict], out: Path) -> None:
+    """Per model, accuracy with each layer removed alone (as a share of dense) against relative depth, one line per
+    task of the model's first split, with the heads-removed curves beside: what depths matter, in both families."""
+    from lottery.reports.plotting import pyplot, save
+
+    plt = pyplot()
+    models = sorted({model_name(r) for r in runs})
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for model, style in zip(models, ("-", "--"), strict=False):
+        first = first_split(runs, model)
+        for r in sorted((r for r in runs if model_name(r) == model and int(r["data"]["data_seed"]) == first), key=key):
+            dense, task = r["dense"]["acc"], r["data"]["task"]
+            rows = r.get("layer_removal", [])
+            if rows:
+                n = len(rows)
+                axes[0].plot([x["layer"] / (n - 1) for x in rows], [x["acc"] / dense for x in rows], style, lw=1,
+                             label=f"{model} {task}")  # fmt: skip
+            curve = r["curves"].get("heads", {}).get("gradient", [])
+            if curve:
+                points = [{"fraction": 0.0, **r["dense"]}, *curve]
+                low = [100 * (p["acc"] - p["acc_ci"][0]) for p in points]
+                high = [100 * (p["acc_ci"][1] - p["acc"]) for p in points]
+                axes[1].errorbar(
+                    [p["fraction"] for p in points], [100 * p["acc"] for p in points], yerr=[low, high],
+                    fmt=style, lw=1, capsize=2, label=f"{model} {task}",
+                )  # fmt: skip
+    axes[0].set(
+        xlabel="relative depth of the layer removed alone", ylabel="accuracy / dense accuracy", ylim=(-0.05, 1.3)
+    )
+    axes[1].set(xlabel="fraction of heads removed (gradient score)", ylabel="test accuracy % (95% interval, queries)")
+    axes[1].legend(fontsize=6, ncol=2)
+    save(fig, out)
+
+
 def trimmed(r: dict) -> dict:
     out = {k: v for k, v in r.items() if not k.startswith("_")}
     for by in out.get("curves", {}).values():
@@ -224,12 +264,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("roots", nargs="+")
     parser.add_argument("--save", type=Path, default=None, help="folder for trimmed results and summary.json")
+    parser.add_argument("--figure", type=Path, default=None, help="the depth and heads figure (PNG)")
     args = parser.parse_args(argv)
     runs = load(args.roots)
     if not runs:
         raise SystemExit(f"no seed_0/no_retrain/results.json below {args.roots}")
     splits, depth = split_summary(runs), depth_summary(runs)
     print("\n".join(run_rows(runs)), "", "\n".join(split_rows(splits)), "", "\n".join(depth_rows(depth)), sep="\n")
+    if args.figure is not None:
+        depth_figure(runs, args.figure)
     if args.save is not None:
         args.save.mkdir(parents=True, exist_ok=True)
         for r in runs:
