@@ -61,7 +61,7 @@ else:
         return r
     grid.Probe.evaluate = timed
     t = time.perf_counter()
-    results = measure(setup, settings_of(setup))
+    results, run = measure(setup, settings_of(setup))
     n_test = len(dm.x_test)
     test_times = [s for n, s in times if n == n_test]
     out |= {{
@@ -70,8 +70,8 @@ else:
         "evaluation_seconds": sum(test_times),
         "dense_forward_seconds": test_times[0],
         "scoring_prompt_evaluations": len(times) - len(test_times),
-        "batch_size": results["run"]["batch_size"],
-        "threads": results["run"]["threads"],
+        "batch_size": run["batch_size"],
+        "threads": run["threads"],
         "dense_acc": results["dense"]["acc"],
         "full_logits_gb": dm.x_test.numel() * dm.num_classes * 4 / 2**30,  # every position's float32 logits
     }}

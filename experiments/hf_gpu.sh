@@ -30,7 +30,7 @@ torch.cuda.synchronize()
 print(f"bf16 forward: {5 * len(test) / (time.perf_counter() - t):.0f} prompts/s, dense acc {dense['acc']:.3f}")
 torch.cuda.reset_peak_memory_stats()
 t = time.perf_counter()
-results = measure(setup, settings_of(setup))
+results, run = measure(setup, settings_of(setup))
 print(f"grid: {time.perf_counter() - t:.1f} s, peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
 print(json.dumps({k: results["removable"][k] for k in results["removable"]}, indent=1))
 PY

@@ -50,6 +50,8 @@ def load(roots: list[str]) -> list[dict]:
                 print(f"skipped {path}: written before intervals (run it again)", file=sys.stderr)
                 continue
             r["_path"] = str(path)
+            if "run" not in r and path.with_name("run.json").is_file():  # how it ran: beside results.json
+                r["run"] = json.loads(path.with_name("run.json").read_text())
             runs.append(r)
     return runs
 

@@ -107,7 +107,7 @@ def test_the_claim_needs_the_drop_within_tolerance_at_the_stated_confidence():
         grid=(0.125, 0.25), units=("heads",), scores=("gradient",), random_draws=1, tolerance=0.15,
         min_above_chance=0.1, confidence=0.95, bootstrap=2000,
     )  # fmt: skip
-    results = run_grid(QueryProbe(), prompts, prompts, layout, {}, s, 0, chance=0.0)
+    results, _ = run_grid(QueryProbe(), prompts, prompts, layout, {}, s, 0, chance=0.0)
     assert results["dense"]["acc_ci"] == [1.0, 1.0] and results["held_out_queries"] == 8
     points = results["curves"]["heads"]["gradient"]
     assert [p["acc"] for p in points] == [7 / 8, 6 / 8]

@@ -76,6 +76,7 @@ def test_scoring_as_loaded_trains_nothing_and_writes_only_scores_and_results(run
         "heads_survival.png",
         "layers.png",
         "no_retrain/results.json",
+        "no_retrain/run.json",
         "structured.json",
     ]
     assert not list(seed_dir.parent.rglob("*.pt")) and not list(seed_dir.parent.rglob("*.ckpt"))
@@ -205,7 +206,7 @@ def test_removable_fractions_are_claimed_only_above_chance(tmp_path):
     )
     prompts = recall_prompts()
     # 4 heads: 25% removes 1 (acc 0.8), 50% removes 2 (0.7); tolerance 0.15 keeps 25% only
-    results = run_grid(StepProbe(), prompts, prompts, layout, {}, _grid(0.15), 0, chance=0.5)
+    results, _ = run_grid(StepProbe(), prompts, prompts, layout, {}, _grid(0.15), 0, chance=0.5)
     assert results["meaningful"] and results["removable"]["heads"]["gradient"] == 0.25
     assert results["removable"]["mlp_blocks"]["random"] == 0.25
     assert [p["removed"] for p in results["curves"]["heads"]["gradient"]] == [1, 2, 3]
@@ -214,7 +215,7 @@ def test_removable_fractions_are_claimed_only_above_chance(tmp_path):
     assert combined["heads_fraction"] == 0.25 and combined["heads_only"]["acc"] == pytest.approx(0.8)
     assert [round(p["acc"], 6) for p in combined["curve"]] == [0.7, 0.6, 0.5]
     # a dense model at chance claims nothing, and the report says why
-    at_chance = run_grid(StepProbe(dense=0.55), prompts, prompts, layout, {}, _grid(0.15), 0, chance=0.5)
+    at_chance, _ = run_grid(StepProbe(dense=0.55), prompts, prompts, layout, {}, _grid(0.15), 0, chance=0.5)
     assert not at_chance["meaningful"]
     assert all(v is None for by in at_chance["removable"].values() for v in by.values())
 

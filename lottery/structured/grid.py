@@ -41,6 +41,7 @@ from lottery.core.pruning import keep_count
 from lottery.core.seeds import derive_seed
 from lottery.core.unit_scores import magnitude_scores
 from lottery.core.units import UnitLayout, keep_top, random_scores
+from lottery.structured.journal import Journal, memory
 from lottery.structured.probe import Probe, Prompts
 
 APPLIES = {
@@ -176,6 +177,12 @@ class Clock:
             self.seconds += time.perf_counter() - start
         return out
 
+    def kept(self, journal: Journal, key: str, fn: Callable[[], Any]) -> Any:
+        """An evaluation kept in `journal` from an interrupted run (one fewer left to do), or timed and kept now."""
+        if key in journal:
+            self.total -= 1
+        return journal.value(key, lambda: self.timed(fn))
+
     def line(self, what: str, started: float) -> None:
         per = self.seconds / max(self.done, 1)
         left = per * max(self.total - self.done, 0)
@@ -209,11 +216,17 @@ def run_grid(
     chance: float,
     layers: Sequence[torch.nn.Module] = (),
     say: Callable[[str], None] = lambda line: None,
-) -> dict[str, Any]:
-    """Every curve of the grid, the layer-by-layer removals, the combined heads-then-FFN curve and the scores."""
+    journal: Journal | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every curve of the grid, the layer-by-layer removals, the combined heads-then-FFN curve and the scores; and
+    the timing (kept apart: a resumed study's results equal an uninterrupted one's, its timing cannot). Every
+    measurement goes through `journal`, which keeps it on disk as it is made (lottery/structured/journal.py)."""
+    journal = journal if journal is not None else memory()
     clock = Clock(count_evaluations(s, layout.grids["layers"][0] if "layers" in layout.grids else 0), say)
+    if journal.resumed:
+        say(f"resuming: {journal.resumed} measurements kept from an interrupted run ({journal.path})")
     started = time.perf_counter()
-    dense = clock.timed(lambda: probe.evaluate(test))
+    dense = clock.kept(journal, "dense", lambda: probe.evaluate(test))
     dense_seconds = clock.seconds  # one evaluation of the test prompts: the unit the grid's cost is measured in
     iv = Intervals.of(test, dense, s, seed, probe.token_accuracy)
     dense["acc_ci"] = iv.ci(dense["hits"])
@@ -223,13 +236,13 @@ def run_grid(
         f"dense: accuracy {dense['acc']:.2%} [{low:.0%}, {high:.0%}] over {iv.resamples.clusters} held-out queries, "
         f"loss {dense['loss']:.4f} (chance {chance:.2%})"
     )
-    scores, details, layer_removal = _scores(probe, scoring, test, layout, weights, s, layers, clock, iv)
+    scores, details, layer_removal = _scores(probe, scoring, test, layout, weights, s, layers, clock, iv, journal)
     clock.line("scores", started)
     none = {k: torch.zeros(layout.grids[k], dtype=torch.bool) for k in s.units}
     curves: dict[str, dict[str, list]] = {k: {} for k in s.units}
     for kind, score in s.pairs():
         started = time.perf_counter()
-        points = _curve(probe.evaluate, clock, test, layout, kind, score, scores, s, seed, none)
+        points = _curve(probe.evaluate, clock, journal, test, layout, kind, score, scores, s, seed, none)
         curves[kind][score] = [iv.mark(p) for p in points]
         clock.line(f"{kind} by {score}", started)
     results: dict[str, Any] = {
@@ -254,15 +267,16 @@ def run_grid(
         results["layer_removal"] = layer_removal
     if {"heads", "mlp_blocks"} <= set(s.units) and "gradient" in s.scores:
         started = time.perf_counter()
-        results["combined"] = _combined(probe, clock, test, scoring, layout, s, scores, results, none, ok, iv)
+        results["combined"] = _combined(probe, clock, journal, test, scoring, layout, s, scores, results, none, ok, iv)
         clock.line("heads then FFN blocks", started)
-    results["timing"] = {
-        "evaluations": clock.done,  # of the test prompts (scoring passes are not counted)
+    timing = {
+        "evaluations": clock.done,  # of the test prompts measured in this run (scoring passes are not counted)
         "evaluation_seconds": clock.seconds,
-        "dense_evaluation_seconds": dense_seconds,
-        "grid_over_evaluations": clock.seconds / max(clock.done * dense_seconds, 1e-9),
+        "dense_evaluation_seconds": dense_seconds,  # 0 when the dense evaluation was kept from an interrupted run
+        "grid_over_evaluations": clock.seconds / max(clock.done * dense_seconds, 1e-9) if dense_seconds else None,
+        "resumed_measurements": journal.resumed,
     }
-    return results
+    return results, timing
 
 
 def _removable(points: list[dict[str, Any]], s: GridSettings, ok: bool, dense_acc: float | None = None):
@@ -274,20 +288,24 @@ def _removable(points: list[dict[str, Any]], s: GridSettings, ok: bool, dense_ac
     return removable([(p["fraction"], p["acc"]) for p in points], dense_acc, s.tolerance)
 
 
-def _scores(probe, scoring, test, layout, weights, s, layers, clock, iv) -> tuple[dict, dict, list | None]:
+def _scores(probe, scoring, test, layout, weights, s, layers, clock, iv, journal) -> tuple[dict, dict, list | None]:
     kinds = s.units
     out: dict[str, dict[str, torch.Tensor]] = {}
     details: dict[str, dict[str, list]] = {}
     if "magnitude" in s.scores and any(k in APPLIES["magnitude"] for k in kinds):
         out["magnitude"] = magnitude_scores(weights, layout, [k for k in kinds if k in APPLIES["magnitude"]])
     if "gradient" in s.scores:
-        out["gradient"] = probe.gradient_scores(scoring, {k: layout.grids[k] for k in kinds})
+        grids = {k: layout.grids[k] for k in kinds}
+        out["gradient"] = journal.tensors("scores/gradient", lambda: probe.gradient_scores(scoring, grids))
     if "token_gradient" in s.scores and "heads" in kinds:
-        out["token_gradient"] = {"heads": probe.token_head_scores(scoring, layout.grids["heads"])}
+        heads = journal.tensor("scores/token_gradient", lambda: probe.token_head_scores(scoring, layout.grids["heads"]))
+        out["token_gradient"] = {"heads": heads}
     if "single" in s.scores:
         for kind in kinds:
             if s.applies(kind, "single"):
-                knocked = probe.knockout_scores(scoring, layout.grids[kind], kind)
+                knocked = journal.tensors(
+                    f"scores/single/{kind}", lambda kind=kind: probe.knockout_scores(scoring, layout.grids[kind], kind)
+                )
                 out.setdefault("single", {})[kind] = knocked["score"]
                 details.setdefault("single", {})[kind] = {
                     "acc_drop": knocked["acc_drop"].tolist(),
@@ -298,12 +316,12 @@ def _scores(probe, scoring, test, layout, weights, s, layers, clock, iv) -> tupl
         n = layout.grids["layers"][0]
         if len(layers) != n:
             raise ValueError(f"layer scores need the network's {n} decoder layers, got {len(layers)}")
-        angular = probe.angular_distances(scoring, layers)  # cheap (one pass), and layer_removal lists it
+        angular = journal.tensor("scores/angular", lambda: probe.angular_distances(scoring, layers))  # one pass
         out["angular"] = {"layers": angular}
         layer_removal = []
         for i in range(n):
             alone = {"layers": torch.arange(n) == i}
-            on_test = clock.timed(lambda alone=alone: probe.evaluate(test, alone))
+            on_test = clock.kept(journal, f"layer/{i}", lambda alone=alone: probe.evaluate(test, alone))
             iv.mark(on_test)
             layer_removal.append(
                 {
@@ -318,7 +336,7 @@ def _scores(probe, scoring, test, layout, weights, s, layers, clock, iv) -> tupl
     return out, details, layer_removal
 
 
-def _curve(evaluate, clock, test, layout, kind, score, scores, s, seed, none) -> list[dict[str, Any]]:
+def _curve(evaluate, clock, journal, test, layout, kind, score, scores, s, seed, none) -> list[dict[str, Any]]:
     n, points = layout.size(kind), []
     alive = {kind: torch.ones(layout.grids[kind], dtype=torch.bool)}
     for fraction in s.grid:
@@ -329,17 +347,21 @@ def _curve(evaluate, clock, test, layout, kind, score, scores, s, seed, none) ->
                 gen = torch.Generator().manual_seed(draw_seed(seed, kind, draw))
                 kept = keep_top(random_scores(layout, (kind,), gen), alive, {kind: keep})
                 first = first if first is not None else kept  # the surviving units shown for random: the first draw's
-                draws.append(clock.timed(lambda kept=kept: evaluate(test, {**none, kind: ~kept[kind]})))
+                key = f"curve/{kind}/{score}/{fraction!r}/{draw}"
+                draws.append(clock.kept(journal, key, lambda kept=kept: evaluate(test, {**none, kind: ~kept[kind]})))
             point, kept = mean_point(draws), first
         else:
             kept = keep_top({kind: scores[score][kind]}, alive, {kind: keep})
-            point = mean_point([clock.timed(lambda kept=kept: evaluate(test, {**none, kind: ~kept[kind]}))])
+            key = f"curve/{kind}/{score}/{fraction!r}"
+            point = mean_point(
+                [clock.kept(journal, key, lambda kept=kept: evaluate(test, {**none, kind: ~kept[kind]}))]
+            )
         point |= {"fraction": fraction, "removed": n - keep, "kept": kept[kind].int().tolist()}
         points.append(point)
     return points
 
 
-def _combined(probe, clock, test, scoring, layout, s, scores, results, none, ok, iv) -> dict[str, Any]:
+def _combined(probe, clock, journal, test, scoring, layout, s, scores, results, none, ok, iv) -> dict[str, Any]:
     """Heads first (at the largest fraction any score removes within tolerance), then FFN blocks on top."""
     head_fractions = results["removable"]["heads"]
     learned = {sc: f for sc, f in head_fractions.items() if sc != "random" and f}
@@ -351,14 +373,17 @@ def _combined(probe, clock, test, scoring, layout, s, scores, results, none, ok,
     alive = {"heads": torch.ones(layout.grids["heads"], dtype=torch.bool)}
     heads_kept = keep_top({"heads": scores[head_score]["heads"]}, alive, {"heads": keep_count(n, 1.0 - fraction)})
     base = {**none, "heads": ~heads_kept["heads"]}
-    ffn = probe.gradient_scores(scoring, {"mlp_blocks": layout.grids["mlp_blocks"]}, removed=base)["mlp_blocks"]
-    start = iv.mark(probe.evaluate(test, base))
+    grids = {"mlp_blocks": layout.grids["mlp_blocks"]}
+    ffn = journal.tensors("combined/ffn_scores", lambda: probe.gradient_scores(scoring, grids, removed=base))
+    ffn = ffn["mlp_blocks"]
+    start = iv.mark(journal.value("combined/heads_only", lambda: probe.evaluate(test, base)))
     points, m = [], layout.size("mlp_blocks")
     block_alive = {"mlp_blocks": torch.ones(layout.grids["mlp_blocks"], dtype=torch.bool)}
     for f in s.grid:
         kept = keep_top({"mlp_blocks": ffn}, block_alive, {"mlp_blocks": keep_count(m, 1.0 - f)})
         removed = {**base, "mlp_blocks": ~kept["mlp_blocks"]}
-        point = mean_point([clock.timed(lambda removed=removed: probe.evaluate(test, removed))])
+        measured = clock.kept(journal, f"combined/{f!r}", lambda removed=removed: probe.evaluate(test, removed))
+        point = mean_point([measured])
         points.append(iv.mark(point | {"fraction": f, "removed": m - keep_count(m, 1.0 - f)}))
     return {
         "heads_score": head_score,

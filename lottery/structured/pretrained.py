@@ -10,8 +10,10 @@ Fine-tuning first (training level 0 on the task's prompts, then the grid on its 
 structured.finetune=true. Everything runs on the trainer's device (trainer=gpu: the GPU) in model.dtype, in batches
 sized from structured.memory_gb (or structured.batch_size), on every core of this process on a CPU.
 
-Files, under seed_<s>/: no_retrain/results.json (recomputed only when its settings change), structured.json and its
-figures (heads_curve.png, heads_survival.png, icl_by_context.png, layers.png).
+Files, under seed_<s>/: no_retrain/results.json (recomputed only when its settings change; while a study runs,
+no_retrain/partial.json keeps every measurement made so far, and a re-run resumes from it: lottery/structured/
+journal.py), no_retrain/run.json (device, threads, batch, seconds, peak memory, the grid's timing), structured.json
+and its figures (heads_curve.png, heads_survival.png, icl_by_context.png, layers.png).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 import resource
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -28,6 +31,7 @@ from lottery.data.tasks import IGNORE
 from lottery.reports.console import say
 from lottery.structured.budget import batch_size_for
 from lottery.structured.grid import GridSettings, grid_record, run_grid
+from lottery.structured.journal import Journal
 from lottery.structured.probe import Probe, Prompts
 
 if TYPE_CHECKING:
@@ -100,12 +104,19 @@ def run_pretrained(setup: StructuredSpec, tracker: Tracker | None = None) -> dic
         if previous.get("settings") == settings:
             say(f"found {path}: the grid is done; re-writing the report only")
             return write_pretrained_report(setup, previous, tracker)
-    results = measure(setup, settings)
+    journal = Journal(path.with_name("partial.json"), settings)
+    results, run = measure(setup, settings, journal)
+    artifacts.write_json(run, path.with_name("run.json"))  # before results.json: a finished study has both
     artifacts.write_json(results, path)
+    journal.finish()
     return write_pretrained_report(setup, results, tracker)
 
 
-def measure(setup: StructuredSpec, settings: dict[str, Any]) -> dict[str, Any]:
+def measure(
+    setup: StructuredSpec, settings: dict[str, Any], journal: Journal | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(results, run): everything measured, and how this run went (device, threads, batch, seconds, memory, the
+    grid's timing), apart, since a study resumed from `journal` has the same results but not the same run."""
     from lottery.structured.census import ffn_census
 
     cfg, dm = setup.cfg, setup.datamodule
@@ -126,7 +137,7 @@ def measure(setup: StructuredSpec, settings: dict[str, Any]) -> dict[str, Any]:
         f"{len(test)} test and {len(scoring)} scoring prompts, {batch} per batch; nothing is trained"
     )
     weights = {n: p.detach() for n, p in network.named_parameters()}
-    results = run_grid(
+    results, timing = run_grid(
         probe,
         test,
         scoring,
@@ -137,25 +148,24 @@ def measure(setup: StructuredSpec, settings: dict[str, Any]) -> dict[str, Any]:
         dm.task.chance(dm.y_test),
         layers=list(network.decoder_layers()),
         say=say,
+        journal=journal,
     )
     ids, real = _census_batches(test, batch)
-    results["census"] = ffn_census(network, ids, relative=cfg.structured.census_relative, mask=real)
+    census = partial(ffn_census, network, ids, relative=cfg.structured.census_relative, mask=real)
+    results["census"] = journal.value("census", census) if journal is not None else census()
     say(f"dead FFN units: {results['census']['dead_total']} of {results['census']['units_total']}")
     info = data_info(setup) | {"scoring_prompts": len(scoring)}
-    results |= {
-        "settings": settings,
-        "data": info,
-        "model": model_info(setup, network),
-        "run": {
-            "device": str(device),
-            "threads": threads,
-            "batch_size": batch,
-            "seconds": time.perf_counter() - started,
-            # the process's peak resident memory so far (in a multirun: over every job before this one too)
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-        },
+    results |= {"settings": settings, "data": info, "model": model_info(setup, network)}
+    run = {
+        "device": str(device),
+        "threads": threads,
+        "batch_size": batch,
+        "seconds": time.perf_counter() - started,  # of this run (a resumed one: since it resumed)
+        # the process's peak resident memory so far (in a multirun: over every job before this one too)
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "timing": timing,
     }
-    return results
+    return results, run
 
 
 def _census_batches(test: Prompts, batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

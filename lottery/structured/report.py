@@ -167,6 +167,9 @@ def write_pretrained_report(setup: StructuredSpec, results: dict[str, Any], trac
     for key in ("layer_removal", "census", "run"):
         if key in results:
             report[key] = results[key]
+    run_file = seed_dir / "no_retrain" / "run.json"  # how the study ran, kept apart from what it measured
+    if "run" not in report and run_file.is_file():
+        report["run"] = artifacts.read_json(run_file, "no-retrain run record")
     if "combined" in results:
         report["combined"] = {k: v for k, v in results["combined"].items() if k != "ffn_scores"}
     artifacts.write_json(report, seed_dir / "structured.json")

@@ -1,0 +1,34 @@
+"""Run a pretrained no-retrain study and SIGKILL this process right after its n-th measurement is written to
+no_retrain/partial.json (used by tests/test_study_resume.py).
+
+    python tests/kill_study.py <n> <hydra overrides...>
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from conftest import compose_config  # noqa: E402
+
+from lottery.cli import run_config  # noqa: E402
+from lottery.structured.journal import Journal  # noqa: E402
+
+after, overrides = int(sys.argv[1]), sys.argv[2:]
+written = {"count": 0}
+write = Journal._write
+
+
+def killing_write(self) -> None:
+    write(self)
+    written["count"] += 1
+    if written["count"] == after:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+Journal._write = killing_write
+run_config(compose_config(overrides))
