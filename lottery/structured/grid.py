@@ -292,19 +292,36 @@ def _scores(probe, scoring, test, layout, weights, s, layers, clock, iv, journal
     kinds = s.units
     out: dict[str, dict[str, torch.Tensor]] = {}
     details: dict[str, dict[str, list]] = {}
+
+    def line(what: str, fn: Callable[[], Any]) -> Any:  # a line per score: scoring can take minutes on a CPU
+        start = time.perf_counter()
+        value = fn()
+        clock.say(f"scored {what} on {len(scoring)} prompts: {time.perf_counter() - start:.1f} s")
+        return value
+
     if "magnitude" in s.scores and any(k in APPLIES["magnitude"] for k in kinds):
         out["magnitude"] = magnitude_scores(weights, layout, [k for k in kinds if k in APPLIES["magnitude"]])
     if "gradient" in s.scores:
         grids = {k: layout.grids[k] for k in kinds}
-        out["gradient"] = journal.tensors("scores/gradient", lambda: probe.gradient_scores(scoring, grids))
+        out["gradient"] = line(
+            "gradient", lambda: journal.tensors("scores/gradient", lambda: probe.gradient_scores(scoring, grids))
+        )
     if "token_gradient" in s.scores and "heads" in kinds:
-        heads = journal.tensor("scores/token_gradient", lambda: probe.token_head_scores(scoring, layout.grids["heads"]))
+        heads = line(
+            "token_gradient (heads)",
+            lambda: journal.tensor(
+                "scores/token_gradient", lambda: probe.token_head_scores(scoring, layout.grids["heads"])
+            ),
+        )
         out["token_gradient"] = {"heads": heads}
     if "single" in s.scores:
         for kind in kinds:
             if s.applies(kind, "single"):
-                knocked = journal.tensors(
-                    f"scores/single/{kind}", lambda kind=kind: probe.knockout_scores(scoring, layout.grids[kind], kind)
+                knocked = line(
+                    f"single ({layout.size(kind)} {kind} knocked out one at a time)",
+                    lambda kind=kind: journal.tensors(
+                        f"scores/single/{kind}", lambda: probe.knockout_scores(scoring, layout.grids[kind], kind)
+                    ),
                 )
                 out.setdefault("single", {})[kind] = knocked["score"]
                 details.setdefault("single", {})[kind] = {
