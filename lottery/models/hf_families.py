@@ -27,6 +27,7 @@ changes nothing; each one's |gradient| is still its score.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from lottery.core.units import Slice, UnitLayout
@@ -75,15 +76,7 @@ FAMILIES: dict[str, Family] = {
 }
 FAMILIES["mistral"] = FAMILIES["llama"]
 # Gemma 3's text models (Gemma3ForCausalLM; a GGUF file's "gemma3"): Llama's names, GeGLU FFN, post-norms (see above)
-FAMILIES["gemma3_text"] = Family(
-    "model.layers",
-    ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-    "",
-    "self_attn.o_proj",
-    ("mlp.gate_proj", "mlp.up_proj"),
-    "mlp.down_proj",
-    ffn_out="post_feedforward_layernorm",
-)
+FAMILIES["gemma3_text"] = dataclasses.replace(FAMILIES["llama"], ffn_out="post_feedforward_layernorm")
 SUPPORTED = tuple(FAMILIES)
 
 
