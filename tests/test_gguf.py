@@ -5,6 +5,7 @@ the logits are the source model's, the family is read from the header alone, and
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -161,6 +162,32 @@ def test_gguf_logits_equal_the_source_models(tiny):
     x = torch.randint(vocab, (3, 12), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(network(x), source(input_ids=x).logits, rtol=1e-5, atol=1e-5)
+
+
+def test_a_gguf_file_is_dequantized_once_and_read_back_bit_for_bit(tiny, tmp_path, monkeypatch):
+    """The first load dequantizes the GGUF file and saves the model; the second reads those safetensors: the same
+    weights and logits bit for bit. A changed file (new modification time) is dequantized again."""
+    from lottery.models import dequantized
+
+    monkeypatch.setenv("LOTTERY_MODELS", str(tmp_path / "cache"))
+    folder, source = tiny
+    first = HFCausalLM((12,), source.config.vocab_size, str(folder), gguf_file=NAME).eval()
+    second = HFCausalLM((12,), source.config.vocab_size, str(folder), gguf_file=NAME).eval()
+    assert first.loaded_from.startswith("GGUF file") and second.loaded_from.startswith("dequantized copy")
+    kept = dequantized.folder_of(dequantized.source_of(folder / NAME, "float32"))
+    assert kept.parent == tmp_path / "cache" / ".dequantized" and (kept / "model.safetensors").is_file()
+    assert first.state_dict().keys() == second.state_dict().keys()
+    assert all(torch.equal(v, second.state_dict()[k]) for k, v in first.state_dict().items())
+    x = torch.randint(source.config.vocab_size, (3, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(first(x), second(x))
+    assert not list(kept.parent.glob(".tmp-*"))  # written atomically: no temporary folder left
+    # a bfloat16 load is another copy, and a touched file is dequantized again
+    half = HFCausalLM((12,), source.config.vocab_size, str(folder), gguf_file=NAME, dtype="bfloat16")
+    assert half.loaded_from.startswith("GGUF file") and half.lm.dtype == torch.bfloat16
+    stat = (folder / NAME).stat()
+    os.utime(folder / NAME, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert HFCausalLM((12,), source.config.vocab_size, str(folder), gguf_file=NAME).loaded_from.startswith("GGUF")
 
 
 def test_gguf_gpt2_logits_equal_the_source_models(tmp_path):

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from lottery.core.units import UnitLayout
+from lottery.models import dequantized
 from lottery.models import hf_families as fam
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -240,12 +241,20 @@ class HFCausalLM(nn.Module):
         from transformers.utils import logging
 
         logging.disable_progress_bar()  # a bar per load would fill a run's log; the run's own output says what loads
-        self.lm = AutoModelForCausalLM.from_pretrained(
-            str(Path(path).expanduser()) if Path(path).expanduser().is_dir() else path,
-            dtype=DTYPES[dtype],
-            local_files_only=offline(path, local_files_only),
-            gguf_file=gguf_file,
-        )
+        where = str(Path(path).expanduser()) if Path(path).expanduser().is_dir() else path
+
+        def from_pretrained(folder: str = where, gguf: str | None = gguf_file):
+            return AutoModelForCausalLM.from_pretrained(
+                folder, dtype=DTYPES[dtype], local_files_only=offline(path, local_files_only), gguf_file=gguf
+            )
+
+        if gguf_file is None:
+            self.lm, self.loaded_from = from_pretrained(), where
+        else:  # dequantized once, then read back as safetensors (lottery/models/dequantized.py says why)
+            file = gguf_path(path, gguf_file)
+            self.lm, self.loaded_from = dequantized.load(
+                file, dtype, from_pretrained, lambda folder: from_pretrained(str(folder), None)
+            )
         self.family_name, self.family = kind, fam.FAMILIES[kind]
         if getattr(self.lm.config, "final_logit_softcapping", None) is not None:
             # forward(x, at=...) runs the output head itself, without the library's tanh cap on the logits
