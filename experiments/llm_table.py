@@ -267,12 +267,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("roots", nargs="+")
     parser.add_argument("--save", type=Path, default=None, help="folder for trimmed results and summary.json")
     parser.add_argument("--figure", type=Path, default=None, help="the depth and heads figure (PNG)")
+    parser.add_argument("--split", type=int, default=None, help="the first table shows this data.data_seed only")
     args = parser.parse_args(argv)
     runs = load(args.roots)
     if not runs:
         raise SystemExit(f"no seed_0/no_retrain/results.json below {args.roots}")
     splits, depth = split_summary(runs), depth_summary(runs)
-    print("\n".join(run_rows(runs)), "", "\n".join(split_rows(splits)), "", "\n".join(depth_rows(depth)), sep="\n")
+    shown = [r for r in runs if args.split is None or int(r["data"]["data_seed"]) == args.split]
+    print("\n".join(run_rows(shown)), "", "\n".join(split_rows(splits)), "", "\n".join(depth_rows(depth)), sep="\n")
     if args.figure is not None:
         depth_figure(runs, args.figure)
     if args.save is not None:
