@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,9 +16,18 @@ from lottery.cli import CONF_DIR
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-# The models' cache (lottery-models, and the dequantized copies of GGUF files) of the tests is their own: nothing a
-# test loads or writes reaches the user's ~/.cache/lottery/models.
-os.environ["LOTTERY_MODELS"] = tempfile.mkdtemp(prefix="lottery-test-models-")
+
+
+def pytest_configure(config):
+    """The models' cache (lottery-models, and the dequantized copies of GGUF files) of the tests is their own: nothing
+    a test loads or writes reaches the user's ~/.cache/lottery/models. Under pytest only: scripts that borrow
+    compose_config (benchmarks/, experiments/) read the user's cache."""
+    os.environ["LOTTERY_MODELS"] = tempfile.mkdtemp(prefix="lottery-test-models-")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ.get("LOTTERY_MODELS", ""), ignore_errors=True)
+
 
 # A run that takes a few seconds on 2 CPU cores: 600 MNIST-1D examples, 60 steps per level.
 TINY = [
