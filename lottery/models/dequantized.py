@@ -69,10 +69,11 @@ def _save(model: Any, source: dict[str, Any], folder: Path) -> None:
         save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         model.config.save_pretrained(tmp)
         (tmp / SOURCE).write_text(json.dumps(source, sort_keys=True))
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)  # an older copy of a file that has since changed
-        os.replace(tmp, folder)
+        # The folder's name is a hash of `source`, so a folder already there holds this very copy, saved by another
+        # job that dequantized the same file at the same time: keep it (another process may be reading it), drop ours.
+        if not folder.exists():
+            os.replace(tmp, folder)
     except (OSError, ValueError, RuntimeError):
-        pass  # no space, or another process saved it first: the model in memory is the same either way
+        pass  # no space, or another process renamed its copy in first: the model in memory is the same either way
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
