@@ -20,6 +20,7 @@ from hf_models import config_of, save_tokenizer  # noqa: E402
 from test_hf_units import captured, load, masked, module_names, prompts  # noqa: E402
 
 from lottery.core.units import full_units  # noqa: E402
+from lottery.data.tasks import IGNORE  # noqa: E402
 from lottery.models.hf import HFModelError, check_model  # noqa: E402
 from lottery.structured.census import activation_name  # noqa: E402
 from lottery.structured.hf_export import compact_hf  # noqa: E402
@@ -267,3 +268,19 @@ def test_model_hf_runs_a_text_task_to_its_report(run_tiny, tmp_path):
     assert results["census"]["activation"] == "gelu_pytorch_tanh(gate) * up"
     assert results["census"]["units_total"] == LAYERS * D_FF
     assert (seed_dir / "structured.json").is_file()
+
+
+def test_the_layer_scan_equals_removing_each_layer_alone_under_sliding_windows(gemma):
+    """Probe.layer_scan on Gemma 3 (sliding-window and global layers, two rotary tables) gives the separate passes'
+    results bit for bit."""
+    from lottery.data.text_task import ExactMatch
+    from lottery.structured.probe import Probe, Prompts
+
+    x = prompts()
+    targets = torch.full_like(x, IGNORE)
+    targets[:, -3:] = x[:, -3:] % 7
+    probe = Probe(load(gemma[2]), ExactMatch(7), torch.device("cpu"), batch_size=2)
+    test = Prompts(x, targets, None)
+    scan = probe.layer_scan(test)
+    for i in range(LAYERS):
+        assert scan[i] == probe.evaluate(test, {"layers": torch.arange(LAYERS) == i}), i

@@ -266,3 +266,22 @@ def test_a_branch_beside_scoring_as_loaded_is_refused(run_tiny, tmp_path):
     folder = save_model(tmp_path / "llama", "llama")
     with pytest.raises(ConfigError, match="trains nothing"):
         run_tiny("model=hf", f"model.path={folder}", *RECALL, *GRID, "branch=random_prune")
+
+
+def test_the_layer_scan_equals_removing_each_layer_alone_bit_for_bit(family_model):
+    """Probe.layer_scan starts each pass at the removed layer from the dense pass's kept input: its results are those
+    of the separate full passes exactly, in batches that split the prompts unevenly."""
+    _, folder = family_model
+    network = network_of(folder)
+    prompts = recall_prompts(n=7)
+    probe = Probe(network, TokenRecall(3), torch.device("cpu"), batch_size=3)
+    scan = probe.layer_scan(prompts)
+    n = network.shape.n_layers
+    assert sorted(scan) == list(range(n))
+    for i in range(n):
+        alone = probe.evaluate(prompts, {"layers": torch.arange(n) == i})
+        assert scan[i] == alone, i
+    assert scan[0]["loss"] != scan[1]["loss"]  # each pass removed a different layer
+    assert list(probe.layer_scan(prompts, [1])) == [1]
+    # the network is whole again: its dense evaluation is unchanged by the scan
+    assert all(type(layer).__name__ not in ("_Pass", "_Kept") for layer in network.decoder_layers())

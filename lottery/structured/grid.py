@@ -177,11 +177,20 @@ class Clock:
             self.seconds += time.perf_counter() - start
         return out
 
-    def kept(self, journal: Journal, key: str, fn: Callable[[], Any]) -> Any:
-        """An evaluation kept in `journal` from an interrupted run (one fewer left to do), or timed and kept now."""
+    def kept(self, journal: Journal, key: str, fn: Callable[[], Any], timed: bool = True) -> Any:
+        """An evaluation kept in `journal` from an interrupted run (one fewer left to do), or timed and kept now
+        (timed=False: `fn` returns one already measured and counted, by `scan`)."""
         if key in journal:
             self.total -= 1
-        return journal.value(key, lambda: self.timed(fn))
+        return journal.value(key, lambda: self.timed(fn) if timed else fn())
+
+    def scan(self, fn: Callable[[], Any], evaluations: int) -> Any:
+        """`evaluations` evaluations measured together by `fn` (the layer scan)."""
+        start = time.perf_counter()
+        out = fn()
+        self.done += evaluations
+        self.seconds += time.perf_counter() - start
+        return out
 
     def line(self, what: str, started: float) -> None:
         per = self.seconds / max(self.done, 1)
@@ -336,9 +345,12 @@ def _scores(probe, scoring, test, layout, weights, s, layers, clock, iv, journal
         angular = journal.tensor("scores/angular", lambda: probe.angular_distances(scoring, layers))  # one pass
         out["angular"] = {"layers": angular}
         layer_removal = []
+        # every layer removed alone, in one scan that starts each pass at the removed layer (Probe.layer_scan);
+        # layers kept in the journal by an interrupted run are not measured again
+        missing = [i for i in range(n) if f"layer/{i}" not in journal]
+        scanned = clock.scan(lambda: probe.layer_scan(test, missing), len(missing)) if missing else {}
         for i in range(n):
-            alone = {"layers": torch.arange(n) == i}
-            on_test = clock.kept(journal, f"layer/{i}", lambda alone=alone: probe.evaluate(test, alone))
+            on_test = clock.kept(journal, f"layer/{i}", lambda i=i: scanned[i], timed=False)
             iv.mark(on_test)
             layer_removal.append(
                 {
@@ -353,27 +365,30 @@ def _scores(probe, scoring, test, layout, weights, s, layers, clock, iv, journal
     return out, details, layer_removal
 
 
+def removals(layout: UnitLayout, kind: str, score: str, fraction: float, scores, s: GridSettings, seed: int):
+    """The units of `kind` kept at `fraction` removed: one mask (True = kept) for a score, `random_draws` masks for
+    random, each draw from its own fixed seed (the transfer study re-draws the grid's removals with this)."""
+    alive = {kind: torch.ones(layout.grids[kind], dtype=torch.bool)}
+    keep = keep_count(layout.size(kind), 1.0 - fraction)
+    if score != "random":
+        return [keep_top({kind: scores[score][kind]}, alive, {kind: keep})[kind]]
+    draws = []
+    for draw in range(s.random_draws):
+        gen = torch.Generator().manual_seed(draw_seed(seed, kind, draw))
+        draws.append(keep_top(random_scores(layout, (kind,), gen), alive, {kind: keep})[kind])
+    return draws
+
+
 def _curve(evaluate, clock, journal, test, layout, kind, score, scores, s, seed, none) -> list[dict[str, Any]]:
     n, points = layout.size(kind), []
-    alive = {kind: torch.ones(layout.grids[kind], dtype=torch.bool)}
     for fraction in s.grid:
-        keep = keep_count(n, 1.0 - fraction)
-        if score == "random":
-            draws, first = [], None
-            for draw in range(s.random_draws):
-                gen = torch.Generator().manual_seed(draw_seed(seed, kind, draw))
-                kept = keep_top(random_scores(layout, (kind,), gen), alive, {kind: keep})
-                first = first if first is not None else kept  # the surviving units shown for random: the first draw's
-                key = f"curve/{kind}/{score}/{fraction!r}/{draw}"
-                draws.append(clock.kept(journal, key, lambda kept=kept: evaluate(test, {**none, kind: ~kept[kind]})))
-            point, kept = mean_point(draws), first
-        else:
-            kept = keep_top({kind: scores[score][kind]}, alive, {kind: keep})
-            key = f"curve/{kind}/{score}/{fraction!r}"
-            point = mean_point(
-                [clock.kept(journal, key, lambda kept=kept: evaluate(test, {**none, kind: ~kept[kind]}))]
-            )
-        point |= {"fraction": fraction, "removed": n - keep, "kept": kept[kind].int().tolist()}
+        draws, masks = [], removals(layout, kind, score, fraction, scores, s, seed)
+        for draw, kept in enumerate(masks):
+            key = f"curve/{kind}/{score}/{fraction!r}" + (f"/{draw}" if score == "random" else "")
+            draws.append(clock.kept(journal, key, lambda kept=kept: evaluate(test, {**none, kind: ~kept})))
+        kept = masks[0]  # for random: the first draw's survivors are the ones shown
+        point = mean_point(draws)
+        point |= {"fraction": fraction, "removed": n - int(kept.sum()), "kept": kept.int().tolist()}
         points.append(point)
     return points
 
