@@ -355,6 +355,13 @@ class StructuredConfig:
     # Dead FFN units (pretrained no_retrain): a gated or GELU unit is dead when its largest |activation| over the
     # prompts' tokens is below this fraction of its layer's mean |activation|; a ReLU unit when it is 0 on them all.
     census_relative: float = field(default=0.01, metadata=NO_HASH)
+    # Pretrained no_retrain, what else breaks (lottery/structured/transfer.py): the units removed for this task,
+    # evaluated on other word-list tasks (by name, or a .tsv) and held-out general text (lm:<text file>), at every grid
+    # fraction, beside random removal; transfer_scores: the scores whose removals are measured (null: every one)
+    transfer: list[str] = field(default_factory=list, metadata=NO_HASH)
+    transfer_scores: list[str] | None = field(default=None, metadata=NO_HASH)
+    transfer_windows: int = field(default=64, metadata=NO_HASH)  # held-out windows of each text
+    transfer_context: int = field(default=128, metadata=NO_HASH)  # tokens per window
     # Pretrained no_retrain: prompts per forward (and backward) pass; null: the most that fit in memory_gb (GiB) with
     # the weights (lottery/structured/budget.py). Memory and speed only.
     batch_size: int | None = field(default=None, metadata=NO_HASH)

@@ -173,3 +173,40 @@ def plot_layers(report: dict[str, Any], out: Path) -> None:
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=6, loc="lower right")
     save(fig, out)
+
+
+def transfer_figure(transfer: dict[str, Any], out: Path) -> None:
+    """transfer.png: one row per kind and score; left, accuracy on every task target against the share removed (the
+    score's removals solid, random removal of as many units dotted, same colour); right, each text's perplexity
+    over dense (the same)."""
+    plt = _plt()
+    rows = [(k, sc) for k, by in transfer["curves"].items() for sc in by if sc != "random"]
+    if not rows:
+        return
+    tasks = [t["name"] for t in transfer["targets"] if t["kind"] == "task"]
+    texts = [t["name"] for t in transfer["targets"] if t["kind"] == "text"]
+    fig, axes = plt.subplots(len(rows), 2, figsize=(10, 3.0 * len(rows)), squeeze=False)
+    for (kind, score), (left, right) in zip(rows, axes, strict=True):
+        by = transfer["curves"][kind]
+        for style, name in ((("-", "o"), score), ((":", "x"), "random")):
+            if name not in by:
+                continue
+            xs = [0.0] + [100 * p["fraction"] for p in by[name]]
+            for i, t in enumerate(tasks):
+                ys = [100 * transfer["dense"][t]["acc"]] + [100 * p["on"][t]["acc"] for p in by[name]]
+                left.plot(xs, ys, color=f"C{i}", ls=style[0], marker=style[1], ms=3, label=t if name == score else None)
+            for i, t in enumerate(texts):
+                base = transfer["dense"][t]["perplexity"]
+                ys = [1.0] + [p["on"][t]["perplexity"] / base for p in by[name]]
+                right.plot(
+                    xs, ys, color=f"C{i}", ls=style[0], marker=style[1], ms=3, label=t if name == score else None
+                )
+        left.set(title=f"{kind} by {score} (dotted: random)", xlabel="% of units removed", ylabel="accuracy (%)")
+        right.set(title=f"{kind} by {score}: text", xlabel="% of units removed", ylabel="perplexity / dense")
+        right.set_yscale("log")
+        for ax in (left, right):
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+    fig.suptitle(f"pruned for {transfer['source']}, measured on other tasks and text")
+    fig.tight_layout()
+    save(fig, out)

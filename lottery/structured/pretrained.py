@@ -96,19 +96,21 @@ def data_info(setup: StructuredSpec) -> dict[str, Any]:
 def run_pretrained(setup: StructuredSpec, tracker: Tracker | None = None) -> dict[str, Any]:
     """The study of one seed: results.json, structured.json and figures (reused when the settings are unchanged)."""
     from lottery.structured.report import write_pretrained_report
+    from lottery.structured.transfer import run_transfer
 
     path = setup.paths.seed_dir / "no_retrain" / "results.json"
     settings = settings_of(setup)
-    if path.is_file():
-        previous = artifacts.read_json(path, "no-retrain results")
-        if previous.get("settings") == settings:
-            say(f"found {path}: the grid is done; re-writing the report only")
-            return write_pretrained_report(setup, previous, tracker)
-    journal = Journal(path.with_name("partial.json"), settings)
-    results, run = measure(setup, settings, journal)
-    artifacts.write_json(run, path.with_name("run.json"))  # before results.json: a finished study has both
-    artifacts.write_json(results, path)
-    journal.finish()
+    previous = artifacts.read_json(path, "no-retrain results") if path.is_file() else None
+    if previous is not None and previous.get("settings") == settings:
+        say(f"found {path}: the grid is done; re-writing the report only")
+        results = previous
+    else:
+        journal = Journal(path.with_name("partial.json"), settings)
+        results, run = measure(setup, settings, journal)
+        artifacts.write_json(run, path.with_name("run.json"))  # before results.json: a finished study has both
+        artifacts.write_json(results, path)
+        journal.finish()
+    run_transfer(setup, results)  # what else the removals break (structured.transfer; nothing when empty)
     return write_pretrained_report(setup, results, tracker)
 
 

@@ -108,14 +108,18 @@ class Probe:
 
     # ---- evaluation
     @torch.no_grad()
-    def evaluate(self, prompts: Prompts, removed: UnitMask | None = None) -> dict[str, Any]:
-        """{acc, loss, by_context, hits, tokens} with the `removed` units (True = removed) taken out."""
+    def evaluate(self, prompts: Prompts, removed: UnitMask | None = None, nll: bool = False) -> dict[str, Any]:
+        """{acc, loss, by_context, hits, tokens} with the `removed` units (True = removed) taken out; with `nll`,
+        also each prompt's summed loss over its scored tokens (for an interval of the loss)."""
         removed = removed or {}
         gates, skip = gates_of(removed, self.device), skipped(removed)
         tally = _Tally(len(prompts))
         for x, at, target, rows in self.batches(prompts):
             tally.add(self.logits(x, at, gates or None, skip), at, target, rows)
-        return tally.result(prompts, self.token_accuracy)
+        out = tally.result(prompts, self.token_accuracy)
+        if nll:
+            out["nll"] = tally.nll.tolist()
+        return out
 
     @torch.no_grad()
     def layer_scan(self, prompts: Prompts, layers: Sequence[int] | None = None) -> dict[int, dict[str, Any]]:
