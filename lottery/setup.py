@@ -39,9 +39,15 @@ from lottery.validate import (
     validate,
 )
 
+# A study of a pretrained model as loaded trains nothing: these settings cannot change what it measures, so its hash
+# leaves them out (two studies that differ only in them are one study, in one folder).
+TRAINING_ONLY = ("optim.", "train.", "rewind.", "schedule.", "pruning.", "levels")
+
 
 def experiment_hash(cfg: LotteryConfig) -> tuple[str, dict[str, Any]]:
     inputs = hash_inputs(cfg)
+    if scores_as_loaded(cfg):
+        inputs = {k: v for k, v in inputs.items() if k == "pruning.strategy" or not k.startswith(TRAINING_ONLY)}
     return digest(inputs), inputs
 
 
@@ -121,16 +127,17 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
         settings=cfg.data,
     )
     check_augment(cfg, splits.input_shape)
-    carved = TensorDataModule(
-        splits, cfg.data.val_size, cfg.data.split_seed, cfg.train.batch_size, cfg.seed, augment=cfg.data.augment
-    )
+    as_loaded = scores_as_loaded(cfg)
+    # a study of the model as loaded draws no training batches: train.batch_size cannot exceed what it does not use
+    batch = 1 if as_loaded else cfg.train.batch_size
+    carved = TensorDataModule(splits, cfg.data.val_size, cfg.data.split_seed, batch, cfg.seed, augment=cfg.data.augment)
     spe = carved.steps_per_epoch  # durations in epochs need the carved training split
-    total, rewind = steps(cfg.train.duration, spe), steps(cfg.rewind.step, spe)
-    check_steps(cfg, total, rewind)
+    total, rewind = (0, 0) if as_loaded else (steps(cfg.train.duration, spe), steps(cfg.rewind.step, spe))
+    if not as_loaded:
+        check_steps(cfg, total, rewind)
     datamodule = carved.replace(total_steps=total)
     h, inputs = experiment_hash(cfg)
     network = build_network(model_cfg, datamodule)
-    as_loaded = scores_as_loaded(cfg)
     weights = M.prunable_weights(network)
     schedule = sparsity_schedule(cfg)
     levels = schedule.resolve_levels(cfg.levels)

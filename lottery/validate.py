@@ -32,10 +32,38 @@ def sparsity_schedule(cfg: LotteryConfig) -> SparsitySchedule:
 
 
 def validate(cfg: LotteryConfig) -> None:
-    if cfg.levels is not None and cfg.levels < 0:
-        raise ConfigError(f"levels={cfg.levels} must be >= 0 (0 trains the dense network only)")
+    from lottery.structured.pretrained import scores_as_loaded
+
     if cfg.seed < 0:
         raise ConfigError(f"seed={cfg.seed} must be >= 0")
+    if not scores_as_loaded(cfg):  # a study of a pretrained model as loaded trains nothing: these do not apply
+        check_training(cfg)
+    _one_of("data.name", cfg.data.name, DATASETS)
+    _one_of("pruning.strategy", cfg.pruning.strategy, ("magnitude", "structured"))
+    _one_of("ticket.metric", cfg.ticket.metric, ("final", "early_stop"))
+    _one_of("logger.kind", cfg.logger.kind, LOGGERS)
+    _one_of("branch", cfg.branch, NAMES)
+    if not 0.0 <= cfg.ticket.match_tolerance < 1.0:
+        raise ConfigError(f"ticket.match_tolerance={cfg.ticket.match_tolerance} must lie in [0, 1) (0.01 = 1 point)")
+    _one_of("logger.mode", cfg.logger.mode, WANDB_MODES)
+    if cfg.lock_timeout is not None and cfg.lock_timeout < 0:
+        raise ConfigError(
+            f"lock_timeout={cfg.lock_timeout} must be >= 0 seconds (0 refuses at once), or null to wait as long as "
+            "it takes"
+        )
+    check_branches(cfg)
+    check_trainer(cfg)
+    if cfg.model.width <= 0:
+        raise ConfigError(f"model.width={cfg.model.width} must be positive (1.0 is the published size)")
+    check_depth(cfg)
+    check_fetched_model(cfg)
+    check_structured(cfg)  # transformers, in-context data, structured pruning
+
+
+def check_training(cfg: LotteryConfig) -> None:
+    """The settings of training, rewinding and the sparsity schedule (every run but a study of a model as loaded)."""
+    if cfg.levels is not None and cfg.levels < 0:
+        raise ConfigError(f"levels={cfg.levels} must be >= 0 (0 trains the dense network only)")
     for key in ("train.duration", "train.eval_every", "train.checkpoint_every", "rewind.step", "schedule.warmup"):
         section, field = key.split(".")
         value = getattr(getattr(cfg, section), field)
@@ -58,9 +86,7 @@ def validate(cfg: LotteryConfig) -> None:
         raise ConfigError(f"train.duration={cfg.train.duration!r} is zero; give a length such as '3000it' or '20ep'")
     if cfg.train.batch_size < 1:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} must be a positive number of examples")
-    _one_of("data.name", cfg.data.name, DATASETS)
     _one_of("pruning.scope", cfg.pruning.scope, SCOPES)
-    _one_of("pruning.strategy", cfg.pruning.strategy, ("magnitude", "structured"))
     schedule = sparsity_schedule(cfg)
     schedule.resolve_levels(cfg.levels)
     if schedule.kind == "fraction":
@@ -76,25 +102,7 @@ def validate(cfg: LotteryConfig) -> None:
         )
     if finetune_lr is not None and not finetune_lr > 0:
         raise ConfigError(f"rewind.finetune_lr={finetune_lr} must be a positive learning rate, e.g. 1e-4")
-    _one_of("ticket.metric", cfg.ticket.metric, ("final", "early_stop"))
     _one_of("schedule.name", cfg.schedule.name, SCHEDULES)
-    _one_of("logger.kind", cfg.logger.kind, LOGGERS)
-    _one_of("branch", cfg.branch, NAMES)
-    if not 0.0 <= cfg.ticket.match_tolerance < 1.0:
-        raise ConfigError(f"ticket.match_tolerance={cfg.ticket.match_tolerance} must lie in [0, 1) (0.01 = 1 point)")
-    _one_of("logger.mode", cfg.logger.mode, WANDB_MODES)
-    if cfg.lock_timeout is not None and cfg.lock_timeout < 0:
-        raise ConfigError(
-            f"lock_timeout={cfg.lock_timeout} must be >= 0 seconds (0 refuses at once), or null to wait as long as "
-            "it takes"
-        )
-    check_branches(cfg)
-    check_trainer(cfg)
-    if cfg.model.width <= 0:
-        raise ConfigError(f"model.width={cfg.model.width} must be positive (1.0 is the published size)")
-    check_depth(cfg)
-    check_fetched_model(cfg)
-    check_structured(cfg)  # transformers, in-context data, structured pruning
 
 
 def check_fetched_model(cfg: LotteryConfig) -> None:

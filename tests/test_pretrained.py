@@ -285,3 +285,44 @@ def test_the_layer_scan_equals_removing_each_layer_alone_bit_for_bit(family_mode
     assert list(probe.layer_scan(prompts, [1])) == [1]
     # the network is whole again: its dense evaluation is unchanged by the scan
     assert all(type(layer).__name__ not in ("_Pass", "_Kept") for layer in network.decoder_layers())
+
+
+def test_a_study_as_loaded_ignores_what_only_training_uses(tmp_path):
+    """Nothing trains: a text with fewer training windows than train.batch_size runs, settings torch's optimizer or
+    the trainer would refuse pass, and none of them changes the study's hash (its folder); fine-tuning first hashes
+    them as before."""
+    from conftest import compose_config, seed_dir_of, tiny
+    from hf_models import save_tokenizer
+
+    from lottery.cli import run_config
+    from lottery.data.lm_text import SAMPLE, read_documents
+
+    folder = save_model(tmp_path / "llama", "llama")
+    docs = read_documents(str(SAMPLE))[:12]
+    save_tokenizer(folder, list(dict.fromkeys(w for d in docs for w in d.split()))[:300])
+    text = tmp_path / "short.txt"
+    text.write_text("\n\n".join(docs))
+    study = [
+        "model=hf",
+        f"model.path={folder}",
+        "data=lm_text",
+        f"data.path={text}",
+        "data.val_size=2",
+        "pruning.strategy=structured",
+        "structured.procedure=no_retrain",
+        "structured.grid=[0.5]",
+        "structured.random_draws=1",
+        "structured.grid_units=[heads]",
+        "structured.grid_scores=[magnitude,random]",
+        "structured.bootstrap=100",
+    ]
+    overrides = tiny(tmp_path / "out", *study, "train.batch_size=100")
+    run_config(compose_config(overrides))
+    assert (seed_dir_of(overrides) / "no_retrain" / "results.json").is_file()
+    ignored = ["optim.lr=-1", "train.batch_size=7", "train.duration=0it", "rewind.step=900it", "schedule.name=cosine"]
+    assert seed_dir_of(tiny(tmp_path / "out", *study, *ignored)) == seed_dir_of(tiny(tmp_path / "out", *study))
+    run_config(compose_config(tiny(tmp_path / "out", *study, *ignored)))  # refused by nothing: it trains nothing
+    finetune = [*study, "structured.finetune=true"]
+    assert seed_dir_of(tiny(tmp_path / "out", *finetune, "optim.lr=0.1")) != seed_dir_of(
+        tiny(tmp_path / "out", *finetune)
+    )

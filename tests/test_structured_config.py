@@ -68,6 +68,10 @@ def test_schema_defaults_are_pinned():
         "confidence": 0.95,
         "bootstrap": 2000,
         "single_heads": False,
+        "transfer": [],
+        "transfer_scores": None,
+        "transfer_windows": 64,
+        "transfer_context": 128,
     }
 
 
