@@ -326,3 +326,26 @@ def test_a_study_as_loaded_ignores_what_only_training_uses(tmp_path):
     assert seed_dir_of(tiny(tmp_path / "out", *finetune, "optim.lr=0.1")) != seed_dir_of(
         tiny(tmp_path / "out", *finetune)
     )
+
+
+def test_long_passes_print_progress_with_the_time_left(tmp_path):
+    network = network_of(save_model(tmp_path / "llama", "llama"))
+    lines = []
+    probe = Probe(network, TokenRecall(3), torch.device("cpu"), batch_size=2, say=lines.append)
+    probe.progress_every = 0.0  # a line before every batch but the first
+    prompts = recall_prompts(n=7)
+    probe.gradient_scores(prompts, {"heads": network.layout().grids["heads"]})
+    assert [line.split(",")[0] for line in lines] == [f"gradient scores of heads: {i}/4 batches" for i in (1, 2, 3)]
+    assert all("left" in line for line in lines)
+    lines.clear()
+    probe.knockout_scores(prompts, (2,), "layers")  # one layer scan
+    assert [line.split(",")[0] for line in lines] == [
+        f"layer scan (2 layers removed one at a time): {i}/4 batches" for i in (1, 2, 3)
+    ]
+    lines.clear()
+    probe.knockout_scores(prompts, (2,), "mlp_blocks")  # one evaluation per block
+    assert [line.split(",")[0] for line in lines] == ["knock-outs of mlp_blocks: 1/2 mlp_blocks"]
+    probe.say = None
+    lines.clear()
+    probe.layer_scan(prompts)
+    assert lines == []  # quiet without `say`

@@ -133,7 +133,7 @@ def measure(
         kinds
     )
     batch = cfg.structured.batch_size or batch_size_for(network, test.x.shape[1], cfg.structured.memory_gb, backward)
-    probe = Probe(network, dm.task, device, batch)
+    probe = Probe(network, dm.task, device, batch, say=say)
     say(
         f"scoring {type(network.lm).__name__} as loaded on {device} ({network.lm.dtype}, {threads} threads), "
         f"{len(test)} test and {len(scoring)} scoring prompts, {batch} per batch; nothing is trained"

@@ -15,6 +15,7 @@ answer), or, for tasks with `token_accuracy = True` (language modelling), the sh
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,17 +80,31 @@ class Probe:
     time, on `device`. The network is put in eval mode and its parameters stop requiring gradients: importance
     gradients are taken with respect to the gates only."""
 
-    def __init__(self, network: torch.nn.Module, task: Any, device: torch.device, batch_size: int) -> None:
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        task: Any,
+        device: torch.device,
+        batch_size: int,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         self.network, self.task, self.device, self.batch_size = network, task, torch.device(device), batch_size
+        self.say = say  # progress lines of the long passes (scores, knock-outs, the layer scan); None: quiet
+        self.progress_every = 20.0  # seconds between two progress lines
         self.token_accuracy = bool(getattr(task, "token_accuracy", False))
         self.scored_logits = getattr(network, "scores_positions", False)  # HFCausalLM: head on scored positions
         network.eval().requires_grad_(False)
 
     # ---- batches
-    def batches(self, prompts: Prompts) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, slice]]:
+    def batches(
+        self, prompts: Prompts, label: str | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, slice]]:
         """(inputs, scored positions, their targets, rows) per batch, cut after the batch's last scored position:
-        right padding beyond it changes nothing before it (causal attention), so it is never computed."""
+        right padding beyond it changes nothing before it (causal attention), so it is never computed. With a
+        `label`, a progress line now and then (Progress)."""
+        progress = Progress(label, -(-len(prompts) // self.batch_size), "batches", self.say, self.progress_every)
         for start in range(0, len(prompts), self.batch_size):
+            progress.step()
             rows = slice(start, min(start + self.batch_size, len(prompts)))
             targets = prompts.targets[rows]
             at = targets != IGNORE
@@ -131,7 +146,7 @@ class Probe:
         stack = self.network.decoder_layers()
         order = list(range(len(stack))) if layers is None else sorted(set(layers))
         tallies = {i: _Tally(len(prompts)) for i in order}
-        for x, at, target, rows in self.batches(prompts):
+        for x, at, target, rows in self.batches(prompts, f"layer scan ({len(order)} layers removed one at a time)"):
             inputs: dict[int, torch.Tensor] = {}
             hooks = [
                 layer.register_forward_pre_hook(_keep_input(i, inputs), with_kwargs=True)
@@ -178,7 +193,7 @@ class Probe:
         removed = removed or {}
         base, skip = gates_of(removed, self.device), skipped(removed)
         sums = {k: torch.zeros(grid, dtype=torch.float64) for k, grid in grids.items()}
-        for x, at, target, _ in self.batches(prompts):
+        for x, at, target, _ in self.batches(prompts, f"gradient scores of {', '.join(grids)}"):
             b = len(x)
             gates = {
                 k: torch.ones((b, *grid), device=self.device).mul_(base[k] if k in base else 1.0).requires_grad_()
@@ -214,7 +229,7 @@ class Probe:
         sign at different positions cancel there and add here."""
         sums = torch.zeros(grid, dtype=torch.float64)
         positions = scored = 0
-        for x, at, target, _ in self.batches(prompts):
+        for x, at, target, _ in self.batches(prompts, "token_gradient head scores"):
             b, t = x.shape
             gates = torch.ones((b, grid[0], t, grid[1]), device=self.device, requires_grad=True)
             with torch.enable_grad():
@@ -243,7 +258,10 @@ class Probe:
         n = math.prod(grid)
         drops, rises = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
         scanned = self.layer_scan(prompts) if kind == "layers" and self.scored_logits else {}
+        label = None if scanned else f"knock-outs of {kind}"  # the layer scan gave its own lines
+        progress = Progress(label, n, kind, self.say, self.progress_every)
         for i in range(n):
+            progress.step()
             alone = torch.zeros(n, dtype=torch.bool)
             alone[i] = True
             out = scanned[i] if i in scanned else self.evaluate(prompts, {kind: alone.view(grid)})
@@ -265,7 +283,7 @@ class Probe:
             layer.register_forward_hook(_record(i, sums, state), with_kwargs=True) for i, layer in enumerate(layers)
         ]
         try:
-            for x, at, _, _ in self.batches(prompts):
+            for x, at, _, _ in self.batches(prompts, "angular distances"):
                 state["at"] = at
                 self.logits(x, at)
                 count += int(at.sum())
@@ -285,6 +303,29 @@ def _record(index: int, sums: torch.Tensor, state: dict[str, torch.Tensor]) -> C
         sums[index] += float((torch.arccos(cos) / math.pi).sum())
 
     return hook
+
+
+class Progress:
+    """A line now and then (at most every `every` seconds, never for the first step) while `total` steps of a long
+    pass run: steps done, seconds so far, and the time left at the mean pace so far."""
+
+    def __init__(self, label: str | None, total: int, unit: str, say, every: float = 20.0) -> None:
+        self.label, self.total, self.unit, self.say, self.every = label, total, unit, say, every
+        self.done, self.start = 0, time.perf_counter()
+        self.last = self.start
+
+    def step(self) -> None:
+        """Called before each step."""
+        now = time.perf_counter()
+        if self.say is not None and self.label and self.done and now - self.last >= self.every:
+            elapsed = now - self.start
+            left = elapsed / self.done * (self.total - self.done)
+            self.say(
+                f"{self.label}: {self.done}/{self.total} {self.unit}, {elapsed:.0f} s, about "
+                f"{int(left // 60)}m{int(left % 60):02d}s left"
+            )
+            self.last = now
+        self.done += 1
 
 
 class _Tally:
