@@ -252,12 +252,28 @@ def test_scoring_memory_stays_bounded_with_a_large_vocabulary(tmp_path):
 
 
 def test_fine_tuning_first_is_an_explicit_named_option(run_tiny, tmp_path):
+    """structured.finetune=true trains level 0, then measures it with the Probe of the study as loaded (one evaluator:
+    intervals, drop bounds, the same dense accuracy as a Probe on the tuned weights)."""
+    from conftest import compose_config, tiny
+
+    from lottery.cli import prepare_job
+
     folder = save_model(tmp_path / "llama", "llama")
     grid = [g for g in GRID if not g.startswith("structured.grid_units")]
-    rows, seed_dir = run_tiny("model=hf", f"model.path={folder}", *RECALL, *grid, "structured.finetune=true")
+    overrides = ["model=hf", f"model.path={folder}", *RECALL, *grid, "structured.finetune=true"]
+    rows, seed_dir = run_tiny(*overrides)
     assert [r["level"] for r in rows] == [0]  # level 0 fine-tuned, then the grid on its weights
-    assert (seed_dir / "level_0" / "weights.pt").is_file()
-    assert json.loads((seed_dir / "no_retrain" / "results.json").read_text())["curves"]["heads"]
+    weights = torch.load(seed_dir / "level_0" / "weights.pt", weights_only=True)
+    results = json.loads((seed_dir / "no_retrain" / "results.json").read_text())
+    assert results["settings"]["weights"] == "level_0 (fine-tuned)"
+    assert "acc_ci" in results["dense"] and all("drop_bound" in p for p in results["curves"]["heads"]["gradient"])
+    setup, _, _ = prepare_job(compose_config(tiny(tmp_path, *overrides)))
+    dm, network = setup.datamodule, setup.network()
+    network.load_state_dict(weights)
+    batch = json.loads((seed_dir / "no_retrain" / "run.json").read_text())["batch_size"]
+    tuned = Probe(network, dm.task, torch.device("cpu"), batch).evaluate(Prompts.of(dm.task, dm.x_test, dm.y_test))
+    assert tuned["acc"] == results["dense"]["acc"] and tuned["loss"] == results["dense"]["loss"]
+    assert json.loads((seed_dir / "structured.json").read_text())["dense"]["test_acc"] == results["dense"]["acc"]
 
 
 def test_a_branch_beside_scoring_as_loaded_is_refused(run_tiny, tmp_path):

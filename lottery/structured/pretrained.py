@@ -114,18 +114,44 @@ def run_pretrained(setup: StructuredSpec, tracker: Tracker | None = None) -> dic
     return write_pretrained_report(setup, results, tracker)
 
 
+def grid_on_level0(setup: StructuredSpec) -> dict[str, Any]:
+    """The same study on the weights of a pretrained model fine-tuned first (structured.finetune=true, or the
+    structured IMP procedures on model=hf): the trained level 0's weights, measured by the same Probe on the same
+    device; no_retrain/results.json (resumable like the study as loaded) and run.json."""
+    path = setup.paths.seed_dir / "no_retrain" / "results.json"
+    settings = settings_of(setup) | {"weights": "level_0 (fine-tuned)"}
+    if path.is_file():
+        previous = artifacts.read_json(path, "no-retrain results")
+        if previous.get("settings") == settings:
+            return previous
+    weights = artifacts.load_torch(setup.paths.level(0).weights, "fine-tuned level 0 weights")
+    network = setup.network()
+    network.load_state_dict(weights)
+    journal = Journal(path.with_name("partial.json"), settings)
+    results, run = measure(setup, settings, journal, network=network)
+    artifacts.write_json(run, path.with_name("run.json"))
+    artifacts.write_json(results, path)
+    journal.finish()
+    return results
+
+
 def measure(
-    setup: StructuredSpec, settings: dict[str, Any], journal: Journal | None = None
+    setup: StructuredSpec,
+    settings: dict[str, Any],
+    journal: Journal | None = None,
+    network: torch.nn.Module | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(results, run): everything measured, and how this run went (device, threads, batch, seconds, memory, the
-    grid's timing), apart, since a study resumed from `journal` has the same results but not the same run."""
+    grid's timing), apart, since a study resumed from `journal` has the same results but not the same run.
+    `network`: other weights than the pretrained ones as loaded (a fine-tuned level 0)."""
     from lottery.structured.census import ffn_census
 
     cfg, dm = setup.cfg, setup.datamodule
     device = device_of(cfg.trainer.accelerator)
     threads = use_all_cores(device, cfg.trainer.threads)
     started = time.perf_counter()
-    network = setup.pretrained().to(device)
+    what = "as loaded" if network is None else "fine-tuned (level 0)"
+    network = (network if network is not None else setup.pretrained()).to(device)
     test = Prompts.of(dm.task, dm.x_test, dm.y_test, getattr(dm.task, "test_queries", None))
     scoring = Prompts.of(dm.task, dm.x_train, dm.y_train).head(cfg.structured.score_examples)
     kinds = tuple(cfg.structured.grid_units)
@@ -135,8 +161,8 @@ def measure(
     batch = cfg.structured.batch_size or batch_size_for(network, test.x.shape[1], cfg.structured.memory_gb, backward)
     probe = Probe(network, dm.task, device, batch, say=say)
     say(
-        f"scoring {type(network.lm).__name__} as loaded on {device} ({network.lm.dtype}, {threads} threads), "
-        f"{len(test)} test and {len(scoring)} scoring prompts, {batch} per batch; nothing is trained"
+        f"scoring {type(network.lm).__name__} {what} on {device} ({network.lm.dtype}, {threads} threads), "
+        f"{len(test)} test and {len(scoring)} scoring prompts, {batch} per batch"
     )
     weights = {n: p.detach() for n, p in network.named_parameters()}
     results, timing = run_grid(

@@ -20,7 +20,12 @@ if TYPE_CHECKING:
 def finish_structured(setup: StructuredSpec, console: Console | None = None) -> dict[str, Any]:
     procedure = setup.cfg.structured.procedure
     path = setup.paths.seed_dir / "no_retrain" / "results.json"
-    if procedure in ("no_retrain", "both"):
+    if procedure in ("no_retrain", "both") and setup.cfg.model.name == "hf":
+        # a pretrained model fine-tuned first: the same Probe, device and intervals as the study as loaded
+        from lottery.structured.pretrained import grid_on_level0
+
+        no_retrain = grid_on_level0(setup)
+    elif procedure in ("no_retrain", "both"):
         no_retrain = run_no_retrain(setup)
     else:  # imp only: keep showing an earlier grid of this seed, if there is one
         no_retrain = artifacts.read_json(path, "no-retrain results") if path.is_file() else None
