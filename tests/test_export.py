@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 import torch
+import yaml
 
 pytest.importorskip("transformers")
 
@@ -54,6 +55,9 @@ def with_kept(seed_dir, tmp_path, kind, kept):
     results = json.loads(path.read_text())
     results["curves"][kind]["gradient"][1]["kept"] = kept
     path.write_text(json.dumps(results))
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    config["model"]["fetched"] = "a_preset"  # as a model=<preset> run records it: a key, not a constructor argument
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
     return copy
 
 

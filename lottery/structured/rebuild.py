@@ -10,7 +10,7 @@ import torch
 import yaml
 from hydra.utils import instantiate
 
-from lottery.config import LMTextDataConfig, RecallDataConfig, RegressionDataConfig, TextDataConfig
+from lottery.config import LMTextDataConfig, RecallDataConfig, RegressionDataConfig, TextDataConfig, without_name
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.units import UnitMask, contract
@@ -37,7 +37,7 @@ def splits_of(config: dict[str, Any]) -> Splits:
 
 
 def network_of(config: dict[str, Any], splits: Splits) -> torch.nn.Module:
-    model = {k: v for k, v in config["model"].items() if k != "name"}
+    model = without_name(config["model"])
     return instantiate(model, input_shape=splits.input_shape, num_classes=splits.num_classes, _convert_="all")
 
 
