@@ -94,6 +94,11 @@ def test_removed_layers_are_gone_from_the_folder_and_its_config(llama_study, tmp
     model, logits = loaded_logits(out, ids, classes)
     assert model.config.num_hidden_layers == 1 and len(model.model.layers) == 1
     assert model.model.layers[0].self_attn.layer_idx == 0
+    # generation reads its key/value cache by each kept layer's renumbered index: cached and uncached agree
+    prompt = ids[:1, :6]
+    cached = model.generate(prompt, max_new_tokens=4, do_sample=False, use_cache=True)
+    uncached = model.generate(prompt, max_new_tokens=4, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
     assert torch.equal(logits, reference)  # a skipped layer is exactly the cut model
     assert record["parameters"]["exported"] < record["parameters"]["dense"]
     assert record["shrunk"] == {"layers": [2, 1]} and record["max_abs_logit_difference"] == 0.0

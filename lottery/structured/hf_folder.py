@@ -26,6 +26,7 @@ parameters, file size and forward tokens/s of the dense and the exported model o
 from __future__ import annotations
 
 import argparse
+import copy
 import shutil
 import statistics
 import time
@@ -144,17 +145,30 @@ def cut_ffn(lm: Any, family: Any, kept: torch.Tensor) -> int:
     return width
 
 
-def tokens_per_second(lm: Any, ids: torch.Tensor, repeats: int = 5) -> float:
-    """Forward throughput over `ids` (every position; no cache), the median of `repeats` after one warm-up."""
-    lm.eval()
+def _unquantized(lm: Any) -> None:
+    """A model dequantized from a GGUF file holds plain tensors, but transformers still marks it quantized and its
+    save_pretrained refuses it ("quantized with gguf and is not serializable"): unmark it, so the folder is a plain
+    model in model.dtype that loads without the GGUF file or its quantization settings."""
+    lm.hf_quantizer = None
+    if getattr(lm, "is_quantized", False):
+        lm.is_quantized = False
+    if getattr(lm.config, "quantization_config", None) is not None:
+        del lm.config.quantization_config
+
+
+def tokens_per_second(models: dict[str, Any], ids: torch.Tensor, repeats: int = 5) -> dict[str, float]:
+    """Forward throughput over `ids` (every position, no cache) of each model: one warm-up pass each, then `repeats`
+    rounds that time every model once in turn, so a slow moment of the machine falls on all of them; the median."""
+    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.no_grad():
-        lm(input_ids=ids, use_cache=False)
-        times = []
+        for lm in models.values():
+            lm.eval()(input_ids=ids, use_cache=False)
         for _ in range(repeats):
-            start = time.perf_counter()
-            lm(input_ids=ids, use_cache=False)
-            times.append(time.perf_counter() - start)
-    return ids.numel() / statistics.median(times)
+            for name, lm in models.items():
+                start = time.perf_counter()
+                lm(input_ids=ids, use_cache=False)
+                times[name].append(time.perf_counter() - start)
+    return {name: ids.numel() / statistics.median(t) for name, t in times.items()}
 
 
 def export(seed_dir: Path, kind: str, score: str, fraction: str, out: Path, prompts: int = 32) -> dict[str, Any]:
@@ -195,7 +209,7 @@ def export(seed_dir: Path, kind: str, score: str, fraction: str, out: Path, prom
     removed = {kind: ~kept}
     with torch.no_grad():  # the gated model: what the study measured
         reference = network(x, gates=gates_of(removed, torch.device("cpu")) or None, skip=skipped(removed))
-    dense_tps = tokens_per_second(network.lm, ids)
+    dense_lm = copy.deepcopy(network.lm)  # timed beside the cut model, in turns
     dense_params = sum(p.numel() for p in network.lm.parameters())
     dtype = next(network.lm.parameters()).dtype
 
@@ -220,6 +234,7 @@ def export(seed_dir: Path, kind: str, score: str, fraction: str, out: Path, prom
     removed_count = int((~kept).sum())
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    _unquantized(lm)
     lm.save_pretrained(tmp)
     tokenizer = None
     if has_tokenizer(m["path"], m.get("gguf_file")):
@@ -252,10 +267,11 @@ def export(seed_dir: Path, kind: str, score: str, fraction: str, out: Path, prom
         "max_abs_logit_difference": diff,
         "logit_tolerance": LOGIT_TOLERANCE,
         "checked_prompts": len(x),
-        "tokens_per_second": {"dense": dense_tps, "exported": tokens_per_second(loaded, ids)},
+        "tokens_per_second": tokens_per_second({"dense": dense_lm, "exported": loaded}, ids),
         "threads": torch.get_num_threads(),
     }
-    record["tokens_per_second"]["speedup"] = record["tokens_per_second"]["exported"] / dense_tps
+    tps = record["tokens_per_second"]
+    tps["speedup"] = tps["exported"] / tps["dense"]
     artifacts.write_json(record, tmp / "lottery_export.json")
     if out.exists():
         out.rmdir()  # empty (checked above)
