@@ -75,7 +75,7 @@ def test_transfer_holds_what_the_removed_units_give_on_each_target(study):
     transfer = json.loads((seed_dir / "no_retrain" / "transfer.json").read_text())
     text = f"lm:{SAMPLE}"
     assert transfer["source"] == "antonyms"
-    assert [t["name"] for t in transfer["targets"]] == ["plural", text]
+    assert [t["name"] for t in transfer["targets"]] == ["plural", "lm:stories"]
     assert [t["kind"] for t in transfer["targets"]] == ["task", "text"]
     assert set(transfer["curves"]) == {"heads", "layers"}
     assert set(transfer["curves"]["heads"]) == {"gradient", "random"}

@@ -52,7 +52,8 @@ class Target:
 
     @property
     def name(self) -> str:
-        return self.entry if self.kind == "text" else Path(self.value).stem
+        """How reports name it: the task, or lm:<the text file's stem>."""
+        return TEXT + Path(self.value).stem if self.kind == "text" else Path(self.value).stem
 
 
 class TransferError(ValueError):
@@ -86,8 +87,11 @@ def parse(entries: list[str]) -> list[Target]:
                 f"structured.transfer entry {entry!r} is not a shipped word list {list(TASKS)}, a .tsv word list or "
                 "lm:<text file>"
             )
-    if len({t.entry for t in targets}) != len(targets):
-        raise TransferError(f"structured.transfer={entries} lists a target twice")
+    if len({t.name for t in targets}) != len(targets):
+        raise TransferError(
+            f"structured.transfer={entries} lists a target twice (reports name a text by its file's stem: give "
+            "two texts different names)"
+        )
     return targets
 
 
