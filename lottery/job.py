@@ -32,6 +32,7 @@ from lottery.reports.console import say
 from lottery.reports.start import found_line
 from lottery.structured.pretrained import run_pretrained, scores_as_loaded
 from lottery.structured.run import finish_structured
+from lottery.structured.transfer import run_transfer
 from lottery.training.progress import checkpoint_step
 from lottery.training.tracking import Tracker
 
@@ -58,6 +59,7 @@ def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[s
                 _remove(paths.seed_dir.rglob(".*.tmp"))
                 artifacts.write_text(config_yaml, paths.config)
                 run_pretrained(setup, trunk_tracker)
+                run_transfer(setup)  # what else its removals break (structured.transfer; nothing when empty)
             return []
         with exclusive(paths.seed_dir / ".lock", "the trunk", wait):
             # Temporary files of a killed writer are never valid artifacts; the lock says nobody writes these now.

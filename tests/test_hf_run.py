@@ -119,16 +119,17 @@ def test_text_prompts_are_a_function_of_the_seed_and_keep_test_queries_out_of_tr
 # GPT-2 and OPT run wholly in float64 after .double(); Llama's RMSNorm computes in float32 whatever the dtype
 @pytest.mark.parametrize("family", ["gpt2", "opt"])
 def test_gradient_importance_equals_a_finite_difference(tmp_path, family):
-    from lottery.core.unit_scores import gradient_scores
     from lottery.data.tasks import TokenRecall
     from lottery.models.hf import HFCausalLM
+    from lottery.structured.probe import Probe, Prompts
 
     net = HFCausalLM((10,), 12, str(save_model(tmp_path / family, family)), token_offset=5).double().eval()
     task = TokenRecall(3)
     x = torch.randint(12, (1, 10), generator=torch.Generator().manual_seed(1))
     y = torch.where(torch.arange(10) % 2 == 0, torch.randint(3, 12, (1, 10)), torch.tensor(-100))
     kinds = ("heads", "mlp_blocks")
-    scores = gradient_scores(net, task.per_example_loss, [(x, y)], net.layout(), kinds)
+    grids = {k: net.layout().grids[k] for k in kinds}
+    scores = Probe(net, task, torch.device("cpu"), 1).gradient_scores(Prompts.of(task, x, y), grids)
     # a central difference in the gate
     eps = 1e-3
 

@@ -265,7 +265,7 @@ def test_fine_tuning_first_is_an_explicit_named_option(run_tiny, tmp_path):
     assert [r["level"] for r in rows] == [0]  # level 0 fine-tuned, then the grid on its weights
     weights = torch.load(seed_dir / "level_0" / "weights.pt", weights_only=True)
     results = json.loads((seed_dir / "no_retrain" / "results.json").read_text())
-    assert results["settings"]["weights"] == "level_0 (fine-tuned)"
+    assert results["settings"]["weights"] == "level_0 (trained)" and results["settings"]["evaluator"] == "probe"
     assert "acc_ci" in results["dense"] and all("drop_bound" in p for p in results["curves"]["heads"]["gradient"])
     setup, _, _ = prepare_job(compose_config(tiny(tmp_path, *overrides)))
     dm, network = setup.datamodule, setup.network()

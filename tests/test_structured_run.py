@@ -135,7 +135,7 @@ def test_the_export_command_writes_a_compact_model_that_reproduces_the_level(run
 
 
 def test_gradient_scored_imp_shares_level_0_and_oneshot_equals_the_trunk_at_level_1(run_tiny, tmp_path):
-    from lottery.core.unit_scores import gradient_scores
+    from lottery.structured.probe import Probe, Prompts
     from lottery.structured.rebuild import run_config, splits_of
 
     run_tiny(*ICL, "structured.procedure=imp", "levels=1")
@@ -151,7 +151,8 @@ def test_gradient_scored_imp_shares_level_0_and_oneshot_equals_the_trunk_at_leve
     # the prompts the score averages over: the first 64 of the training split after the validation carve
     order = torch.randperm(400, generator=torch.Generator().manual_seed(0))[60:]
     x, y = splits.x_train[order][:64], splits.y_train[order][:64]
-    scores = gradient_scores(network, splits.task.per_example_loss, [(x, y)], network.layout(), ["heads"])
+    probe = Probe(network, splits.task, torch.device("cpu"), 256)
+    scores = probe.gradient_scores(Prompts.of(splits.task, x, y), {"heads": network.layout().grids["heads"]})
     expected = keep_top(scores, {"heads": torch.ones(2, 4, dtype=torch.bool)}, {"heads": 4})["heads"]
     assert torch.equal(contract(trunk, network.layout())["heads"], expected)
 

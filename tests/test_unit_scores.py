@@ -1,14 +1,23 @@
-"""Unit importance: the gradient score equals finite differences of the loss in each unit's gate and Michel et al.'s
-|<dL/dA_h, A_h>|; the magnitude score is the norm of the unit's weights."""
+"""Unit importance of a network trained from scratch, measured by the study's one evaluator (Probe.gradient_scores,
+the task's own per-prompt loss): the gradient score equals finite differences of the loss in each unit's gate and
+Michel et al.'s |<dL/dA_h, A_h>|; the magnitude score is the norm of the unit's weights."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lottery.core.unit_scores import gradient_scores, magnitude_scores
+from lottery.core.unit_scores import magnitude_scores
 from lottery.data.tasks import IGNORE, Regression, TokenRecall
 from lottery.models import Transformer
+from lottery.structured.probe import Probe, Prompts
+
+
+def gradient_scores(model, task, x, y, kinds, batch):
+    """Probe.gradient_scores of `kinds` on the prompts (x, y), in batches of `batch`."""
+    probe = Probe(model, task, torch.device("cpu"), batch)
+    assert probe.whole  # a network from scratch: measured by the task's own loss on its whole outputs
+    return probe.gradient_scores(Prompts.of(task, x, y), {k: model.layout().grids[k] for k in kinds})
 
 
 def tiny(task: str):
@@ -20,25 +29,26 @@ def tiny(task: str):
         x = torch.randint(6, (3, 7), generator=gen)
         y = torch.randint(6, (3, 7), generator=gen)
         y[:, 1::2] = IGNORE
-        loss = TokenRecall(n_values=3).per_example_loss
+        task = TokenRecall(n_values=3)
     else:
         model = Transformer((7, 3), 1, d_model=8, n_layers=2, n_heads=2, d_mlp=6).double()
         x = torch.randn(3, 7, 3, generator=gen, dtype=torch.float64)
         y = torch.randn(3, 7, generator=gen, dtype=torch.float64)
         y[:, 1::2] = float("nan")
-        loss = Regression(n_dims=2, tolerance=0.1).per_example_loss
+        task = Regression(n_dims=2, tolerance=0.1)
     with torch.no_grad():  # break the initial symmetry of the layer norms so every path carries signal
         for p in model.parameters():
             p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    return model.eval(), x, y, loss
+    return model.eval(), x, y, task
 
 
 @pytest.mark.parametrize("task", ["recall", "regression"])
 @pytest.mark.parametrize("kind", ["heads", "mlp_units", "mlp_blocks"])
 def test_gradient_importance_equals_a_finite_difference_estimate(task, kind):
-    model, x, y, loss = tiny(task)
+    model, x, y, the_task = tiny(task)
+    loss = the_task.per_example_loss
     layout = model.layout()
-    score = gradient_scores(model, loss, [(x[:2], y[:2]), (x[2:], y[2:])], layout, [kind])[kind]
+    score = gradient_scores(model, the_task, x, y, [kind], batch=2)[kind]  # batches of 2 and 1
     eps = 1e-6
     grid = layout.grids[kind]
     estimate = torch.zeros(grid, dtype=torch.float64)
@@ -57,8 +67,10 @@ def test_gradient_importance_equals_a_finite_difference_estimate(task, kind):
 
 def test_gradient_importance_of_a_head_is_the_inner_product_of_its_output_and_the_loss_gradient():
     """Michel et al. 2019: I_h = E_x |sum_t <dL/dA_h(t), A_h(t)>|, A_h the head's attention output (the input of o)."""
-    model, x, y, loss = tiny("recall")
-    score = gradient_scores(model, loss, [(x, y)], model.layout(), ["heads"])["heads"]
+    model, x, y, task = tiny("recall")
+    loss = task.per_example_loss
+    score = gradient_scores(model, task, x, y, ["heads"], batch=3)["heads"]
+    model.requires_grad_(True)  # the Probe froze the weights; the reference below differentiates through them
     expected = torch.zeros(2, 2, dtype=torch.float64)
     for layer, block in enumerate(model.blocks):
         for b in range(len(x)):
@@ -77,12 +89,11 @@ def test_gradient_importance_of_a_head_is_the_inner_product_of_its_output_and_th
     assert torch.allclose(score, expected, rtol=1e-9)
 
 
-def test_gradient_scores_leave_the_model_as_they_found_it():
-    model, x, y, loss = tiny("recall")
-    model.train()
+def test_gradient_scores_change_no_weight_and_take_no_weight_gradient():
+    model, x, y, task = tiny("recall")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    gradient_scores(model, loss, [(x, y)], model.layout(), ["heads"])
-    assert model.training and all(p.grad is None for p in model.parameters())
+    gradient_scores(model, task, x, y, ["heads"], batch=3)
+    assert all(p.grad is None for p in model.parameters())  # gradients are taken with respect to the gates only
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 

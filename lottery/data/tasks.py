@@ -83,6 +83,11 @@ class TokenRecall:
         correct = outputs.argmax(-1)[valid] == y[valid]
         return float(correct.float().mean()), float(self.loss(_wide(outputs), y))
 
+    def hits(self, outputs: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per prompt: right queries and queries (what an interval over prompts resamples)."""
+        valid = y != IGNORE
+        return ((outputs.argmax(-1) == y) & valid).sum(1), valid.sum(1)
+
     def by_context(self, outputs: torch.Tensor, y: torch.Tensor) -> dict[str, list]:
         valid = y != IGNORE
         correct = (outputs.argmax(-1) == y).float()
@@ -122,6 +127,11 @@ class Regression:
     def metrics(self, outputs: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
         nse, valid = self._nse(outputs.detach(), y)
         return float((nse[valid] < self.tolerance).float().mean()), float(nse[valid].mean())
+
+    def hits(self, outputs: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per prompt: queries within tolerance and queries (what an interval over prompts resamples)."""
+        nse, valid = self._nse(outputs.detach(), y)
+        return ((nse < self.tolerance) & valid).sum(1), valid.sum(1)
 
     def by_context(self, outputs: torch.Tensor, y: torch.Tensor) -> dict[str, list]:
         nse, valid = self._nse(outputs, y)

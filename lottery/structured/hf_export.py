@@ -24,7 +24,7 @@ from torch import nn
 from lottery.models.hf import HFCausalLM
 
 
-def _cut(module: nn.Module, keep: torch.Tensor, outputs: bool, conv1d: bool) -> None:
+def cut_features(module: nn.Module, keep: torch.Tensor, outputs: bool, conv1d: bool) -> None:
     """Keep the features `keep` of `module`'s outputs (outputs=True) or inputs, in place."""
     w = module.weight
     dim = (1 if conv1d else 0) if outputs else (0 if conv1d else 1)
@@ -59,25 +59,27 @@ def compact_hf(network: HFCausalLM, units: Mapping[str, torch.Tensor]) -> tuple[
             feats = head_features(kept, s.head_dim)
             inner = s.n_heads * s.head_dim
             if f.fused == "gpt2":
-                _cut(block.get_submodule(f.qkv[0]), torch.cat([feats, feats + inner, feats + 2 * inner]), True, True)
+                cut_features(
+                    block.get_submodule(f.qkv[0]), torch.cat([feats, feats + inner, feats + 2 * inner]), True, True
+                )
                 attn = block.get_submodule(f.o.rsplit(".", 1)[0])
                 attn.split_size, attn.num_heads = len(feats), len(feats) // s.head_dim
             elif f.fused == "neox":
                 rows = head_features(kept, 3 * s.head_dim)
-                _cut(block.get_submodule(f.qkv[0]), rows, True, False)
+                cut_features(block.get_submodule(f.qkv[0]), rows, True, False)
             else:
                 for name in f.qkv:
-                    _cut(block.get_submodule(name), feats, True, False)
+                    cut_features(block.get_submodule(name), feats, True, False)
                 attn = block.get_submodule(f.o.rsplit(".", 1)[0])
                 if hasattr(attn, "num_heads"):  # OPT reshapes by it
                     attn.num_heads = len(feats) // s.head_dim
-            _cut(block.get_submodule(f.o), feats, False, f.conv1d)
+            cut_features(block.get_submodule(f.o), feats, False, f.conv1d)
         keep = torch.nonzero(mlp_alive[layer]).flatten()
         if not len(keep) and f.conv1d:  # GPT-2's Conv1D takes no zero-width input: one placeholder unit, zeroed
             keep = torch.zeros(1, dtype=torch.long)
         for name in f.up:
-            _cut(block.get_submodule(name), keep, True, f.conv1d)
-        _cut(block.get_submodule(f.down), keep, False, f.conv1d)
+            cut_features(block.get_submodule(name), keep, True, f.conv1d)
+        cut_features(block.get_submodule(f.down), keep, False, f.conv1d)
     small.compacted = True
     heads = units["heads"] if cut_heads else torch.ones_like(units["heads"])
     config = {

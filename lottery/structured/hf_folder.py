@@ -38,7 +38,7 @@ import torch
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.units import expand, full_units
-from lottery.structured.hf_export import _cut, head_features
+from lottery.structured.hf_export import cut_features, head_features
 
 HEAD_DIM_IN_CONFIG = ("llama", "mistral", "gemma3_text")  # families whose config states head_dim apart from heads
 LOGIT_TOLERANCE = 1e-3  # the largest |logit difference| accepted between the folder and the gated model (float32)
@@ -117,10 +117,10 @@ def cut_heads(lm: Any, family: Any, shape: Any, kept: torch.Tensor) -> int:
         groups = torch.zeros(shape.n_kv_heads, dtype=torch.bool)
         groups[order[:width]] = True
         heads = groups.repeat_interleave(group)
-        _cut(block.get_submodule(q), head_features(heads, shape.head_dim), True, False)
+        cut_features(block.get_submodule(q), head_features(heads, shape.head_dim), True, False)
         for name in (k, v):
-            _cut(block.get_submodule(name), head_features(groups, shape.head_dim), True, False)
-        _cut(block.get_submodule(family.o), head_features(heads, shape.head_dim), False, False)
+            cut_features(block.get_submodule(name), head_features(groups, shape.head_dim), True, False)
+        cut_features(block.get_submodule(family.o), head_features(heads, shape.head_dim), False, False)
     config = lm.config
     config.head_dim = shape.head_dim  # stated, so the head size does not follow the new head count
     config.num_key_value_heads, config.num_attention_heads = width, width * group
@@ -135,8 +135,8 @@ def cut_ffn(lm: Any, family: Any, kept: torch.Tensor) -> int:
         order = torch.cat([torch.nonzero(kept[layer]).flatten(), torch.nonzero(~kept[layer]).flatten()])
         units = order[:width].sort().values  # the layer's own order, so nothing but the count changes
         for name in family.up:
-            _cut(block.get_submodule(name), units, True, family.conv1d)
-        _cut(block.get_submodule(family.down), units, False, family.conv1d)
+            cut_features(block.get_submodule(name), units, True, family.conv1d)
+        cut_features(block.get_submodule(family.down), units, False, family.conv1d)
     config = lm.config
     for key in ("intermediate_size", "ffn_dim", "n_inner"):  # Llama/Gemma/NeoX, OPT, GPT-2
         if hasattr(config, key) or key == "n_inner" and config.model_type == "gpt2":

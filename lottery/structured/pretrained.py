@@ -96,7 +96,6 @@ def data_info(setup: StructuredSpec) -> dict[str, Any]:
 def run_pretrained(setup: StructuredSpec, tracker: Tracker | None = None) -> dict[str, Any]:
     """The study of one seed: results.json, structured.json and figures (reused when the settings are unchanged)."""
     from lottery.structured.report import write_pretrained_report
-    from lottery.structured.transfer import run_transfer
 
     path = setup.paths.seed_dir / "no_retrain" / "results.json"
     settings = settings_of(setup)
@@ -110,29 +109,7 @@ def run_pretrained(setup: StructuredSpec, tracker: Tracker | None = None) -> dic
         artifacts.write_json(run, path.with_name("run.json"))  # before results.json: a finished study has both
         artifacts.write_json(results, path)
         journal.finish()
-    run_transfer(setup, results)  # what else the removals break (structured.transfer; nothing when empty)
     return write_pretrained_report(setup, results, tracker)
-
-
-def grid_on_level0(setup: StructuredSpec) -> dict[str, Any]:
-    """The same study on the weights of a pretrained model fine-tuned first (structured.finetune=true, or the
-    structured IMP procedures on model=hf): the trained level 0's weights, measured by the same Probe on the same
-    device; no_retrain/results.json (resumable like the study as loaded) and run.json."""
-    path = setup.paths.seed_dir / "no_retrain" / "results.json"
-    settings = settings_of(setup) | {"weights": "level_0 (fine-tuned)"}
-    if path.is_file():
-        previous = artifacts.read_json(path, "no-retrain results")
-        if previous.get("settings") == settings:
-            return previous
-    weights = artifacts.load_torch(setup.paths.level(0).weights, "fine-tuned level 0 weights")
-    network = setup.network()
-    network.load_state_dict(weights)
-    journal = Journal(path.with_name("partial.json"), settings)
-    results, run = measure(setup, settings, journal, network=network)
-    artifacts.write_json(run, path.with_name("run.json"))
-    artifacts.write_json(results, path)
-    journal.finish()
-    return results
 
 
 def measure(

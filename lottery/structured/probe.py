@@ -43,7 +43,7 @@ class Prompts:
     def of(cls, task: Any, x: torch.Tensor, y: torch.Tensor, queries: Sequence[int] | None = None) -> Prompts:
         # token tasks without a split (associative recall) hold their targets alone, no numbers of demonstrations
         targets, shots = task.split(y) if hasattr(task, "split") else (y, None)
-        if targets.shape != x.shape:
+        if targets.shape != x.shape[: targets.dim()]:  # vector inputs (regression) carry one more dimension
             raise ValueError(f"targets of shape {tuple(targets.shape)} do not line up with inputs {tuple(x.shape)}")
         if queries is not None and len(queries) != len(x):
             raise ValueError(f"{len(queries)} query indices for {len(x)} prompts")
@@ -93,6 +93,12 @@ class Probe:
         self.progress_every = 20.0  # seconds between two progress lines
         self.token_accuracy = bool(getattr(task, "token_accuracy", False))
         self.scored_logits = getattr(network, "scores_positions", False)  # HFCausalLM: head on scored positions
+        # A network trained from scratch on an in-context task of its own (lottery.models.Transformer on recall or
+        # regression prompts) is measured by the task's own definitions on its whole outputs: its loss, accuracy,
+        # accuracy per number of examples and right queries per prompt (accuracy over queries, as token accuracy).
+        self.whole = not self.scored_logits and hasattr(task, "hits")
+        if self.whole:
+            self.token_accuracy = True
         network.eval().requires_grad_(False)
 
     # ---- batches
@@ -113,6 +119,34 @@ class Probe:
             at = at[:, :used].to(self.device)
             yield x, at, targets[:, :used].to(self.device)[at], rows
 
+    def whole_batches(self, prompts: Prompts, label: str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(inputs, targets) per batch, whole (the task's own functions read every position)."""
+        progress = Progress(label, -(-len(prompts) // self.batch_size), "batches", self.say, self.progress_every)
+        for start in range(0, len(prompts), self.batch_size):
+            progress.step()
+            rows = slice(start, min(start + self.batch_size, len(prompts)))
+            yield prompts.x[rows].to(self.device), prompts.targets[rows].to(self.device)
+
+    def _evaluate_whole(self, prompts: Prompts, gates: dict[str, torch.Tensor], nll: bool) -> dict[str, Any]:
+        outputs = torch.cat([self.network(x, gates=gates or None).cpu() for x, _ in self.whole_batches(prompts)])
+        y = prompts.targets
+        acc, loss = self.task.metrics(outputs, y)
+        hits, units = self.task.hits(outputs, y)
+        out = {
+            "acc": acc,
+            "loss": loss,
+            "by_context": self.task.by_context(outputs, y),
+            "hits": hits.tolist(),
+            "tokens": units.tolist(),
+        }
+        if nll:
+            out["nll"] = (self.task.per_example_loss(outputs, y).double() * units).tolist()
+        return out
+
+    def _needs_tokens(self, what: str) -> None:
+        if self.whole:
+            raise ValueError(f"{what} needs a pretrained language model (model=hf), not {type(self.network).__name__}")
+
     def logits(self, x: torch.Tensor, at: torch.Tensor, gates=None, skip: Sequence[int] = ()) -> torch.Tensor:
         """Logits of the scored positions, (at.sum(), vocabulary)."""
         if self.scored_logits:
@@ -128,6 +162,8 @@ class Probe:
         also each prompt's summed loss over its scored tokens (for an interval of the loss)."""
         removed = removed or {}
         gates, skip = gates_of(removed, self.device), skipped(removed)
+        if self.whole:
+            return self._evaluate_whole(prompts, gates, nll)
         tally = _Tally(len(prompts))
         for x, at, target, rows in self.batches(prompts):
             tally.add(self.logits(x, at, gates or None, skip), at, target, rows)
@@ -143,6 +179,7 @@ class Probe:
         dense pass per batch keeps every layer's input, and the pass without layer i starts from layer i's kept
         input (layers 0..i-1 replaced by the identity, layer i by the kept state) instead of computing them again.
         For n layers: n + n(n-1)/2 layer evaluations per batch against n(n-1) for n separate passes."""
+        self._needs_tokens("the layer scan")
         stack = self.network.decoder_layers()
         order = list(range(len(stack))) if layers is None else sorted(set(layers))
         tallies = {i: _Tally(len(prompts)) for i in order}
@@ -193,10 +230,29 @@ class Probe:
         removed = removed or {}
         base, skip = gates_of(removed, self.device), skipped(removed)
         sums = {k: torch.zeros(grid, dtype=torch.float64) for k, grid in grids.items()}
+        if self.whole:  # the task's own per-prompt loss on the whole outputs
+            for x, y in self.whole_batches(prompts, f"gradient scores of {', '.join(grids)}"):
+                gates = {
+                    k: torch.ones((len(x), *grid), device=self.device, dtype=_dtype(self.network))
+                    .mul_(base[k] if k in base else 1.0)
+                    .requires_grad_()
+                    for k, grid in grids.items()
+                }
+                fixed = {k: g for k, g in base.items() if k not in gates}
+                with torch.enable_grad():
+                    per_prompt = self.task.per_example_loss(self.network(x, gates={**fixed, **gates}), y)
+                    grads = torch.autograd.grad(per_prompt.sum(), list(gates.values()))
+                for kind, grad in zip(gates, grads, strict=True):
+                    sums[kind] += grad.detach().abs().sum(0).double().cpu()
+            if len(prompts) == 0:
+                raise ValueError("gradient scores need at least one prompt")
+            return {k: v / len(prompts) for k, v in sums.items()}
         for x, at, target, _ in self.batches(prompts, f"gradient scores of {', '.join(grids)}"):
             b = len(x)
             gates = {
-                k: torch.ones((b, *grid), device=self.device).mul_(base[k] if k in base else 1.0).requires_grad_()
+                k: torch.ones((b, *grid), device=self.device, dtype=_dtype(self.network))
+                .mul_(base[k] if k in base else 1.0)
+                .requires_grad_()
                 for k, grid in grids.items()
             }
             fixed = {k: g for k, g in base.items() if k not in gates}
@@ -227,6 +283,7 @@ class Probe:
         tokenized without special tokens), so the position count holds one more position per prompt.
         Michel et al. 2019 (gradient_scores) take |.| of the sum over positions per prompt instead: terms of opposite
         sign at different positions cancel there and add here."""
+        self._needs_tokens("token_gradient")
         sums = torch.zeros(grid, dtype=torch.float64)
         positions = scored = 0
         for x, at, target, _ in self.batches(prompts, "token_gradient head scores"):
@@ -303,6 +360,13 @@ def _record(index: int, sums: torch.Tensor, state: dict[str, torch.Tensor]) -> C
         sums[index] += float((torch.arccos(cos) / math.pi).sum())
 
     return hook
+
+
+def _dtype(network: torch.nn.Module) -> torch.dtype:
+    """The gates' dtype: float64 for a float64 model (finite-difference tests), else float32 (a bfloat16 gate would
+    round its own gradient)."""
+    first = next(network.parameters(), None)
+    return torch.float64 if first is not None and first.dtype == torch.float64 else torch.float32
 
 
 class Progress:

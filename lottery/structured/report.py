@@ -13,12 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from lottery.core import artifacts
 from lottery.core.layout import LevelPaths, branch_dirs, branch_of, level_dirs
 from lottery.core.matching import last_matching
 from lottery.core.units import contract
 from lottery.structured.export import compare
-from lottery.structured.no_retrain import evaluate
+from lottery.structured.probe import Probe, Prompts
 from lottery.structured.scoring import load_network
 
 if TYPE_CHECKING:
@@ -79,7 +81,8 @@ def write_report(setup: StructuredSpec, no_retrain: dict[str, Any] | None) -> di
     # logits of a large vocabulary need not fit); evaluated here only when there is no grid
     dense = no_retrain["dense"] if no_retrain is not None else None
     if dense is None:
-        dense = evaluate(load(paths.level(0).dir), dm.task, dm.x_test, dm.y_test)
+        probe = Probe(load(paths.level(0).dir), dm.task, torch.device("cpu"), COMPACT_BATCH)
+        dense = probe.evaluate(Prompts.of(dm.task, dm.x_test, dm.y_test))
     report: dict[str, Any] = {
         "tolerance": tolerance,
         "dense": {"test_acc": dense["acc"], "test_loss": dense["loss"], "by_context": dense["by_context"]},

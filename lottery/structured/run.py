@@ -9,7 +9,7 @@ from rich.console import Console
 
 from lottery.core import artifacts
 from lottery.reports.console import print_table
-from lottery.structured.no_retrain import run_no_retrain
+from lottery.structured.level0 import grid_on_level0
 from lottery.structured.report import write_report
 from lottery.structured.table import summary_table
 
@@ -20,13 +20,8 @@ if TYPE_CHECKING:
 def finish_structured(setup: StructuredSpec, console: Console | None = None) -> dict[str, Any]:
     procedure = setup.cfg.structured.procedure
     path = setup.paths.seed_dir / "no_retrain" / "results.json"
-    if procedure in ("no_retrain", "both") and setup.cfg.model.name == "hf":
-        # a pretrained model fine-tuned first: the same Probe, device and intervals as the study as loaded
-        from lottery.structured.pretrained import grid_on_level0
-
+    if procedure in ("no_retrain", "both"):  # one evaluator for every network (lottery/structured/level0.py)
         no_retrain = grid_on_level0(setup)
-    elif procedure in ("no_retrain", "both"):
-        no_retrain = run_no_retrain(setup)
     else:  # imp only: keep showing an earlier grid of this seed, if there is one
         no_retrain = artifacts.read_json(path, "no-retrain results") if path.is_file() else None
     report = write_report(setup, no_retrain)

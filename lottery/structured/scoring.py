@@ -1,5 +1,6 @@
-"""Importance of a run's units, on the run's own model and prompts: the glue between lottery/core/unit_scores.py and
-a run's network and data.
+"""Importance of a run's units, on the run's own model and prompts, for structured IMP's ranking at every level:
+magnitude (lottery/core/unit_scores.py) or the gradient importance measured by the study's one evaluator
+(lottery/structured/probe.py, Probe.gradient_scores).
 
 The gradient score averages over the first `structured.score_examples` prompts of the training split (after the
 validation carve), the same prompts at every level and for every seed, so scores are comparable; they never include
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from lottery.core.unit_scores import gradient_scores, magnitude_scores
+from lottery.core.unit_scores import magnitude_scores
 from lottery.core.units import UnitLayout
 
 SCORE_BATCH = 256  # prompts per backward pass of the gradient score (memory only; the score is a plain average)
@@ -43,8 +44,9 @@ class UnitScorer:
             return magnitude_scores(weights, layout, kinds)
         if score != "gradient":
             raise ValueError(f"structured.score={score!r} is not magnitude or gradient")
+        from lottery.structured.probe import Probe, Prompts
+
         dm = self.datamodule
-        n = min(self.examples, len(dm.x_train))
-        x, y = dm.x_train[:n], dm.y_train[:n]
-        batches = ((x[i : i + SCORE_BATCH], y[i : i + SCORE_BATCH]) for i in range(0, n, SCORE_BATCH))
-        return gradient_scores(load_network(self.network, weights), dm.task.per_example_loss, batches, layout, kinds)
+        prompts = Prompts.of(dm.task, dm.x_train, dm.y_train).head(self.examples)
+        probe = Probe(load_network(self.network, weights), dm.task, torch.device("cpu"), SCORE_BATCH)
+        return probe.gradient_scores(prompts, {k: layout.grids[k] for k in kinds})

@@ -174,14 +174,16 @@ def settings_of(setup: StructuredSpec, results: dict[str, Any]) -> dict[str, Any
     }
 
 
-def run_transfer(setup: StructuredSpec, results: dict[str, Any]) -> dict[str, Any] | None:
-    """seed_<s>/no_retrain/transfer.json for the study `results` (reused while its settings are unchanged)."""
+def run_transfer(setup: StructuredSpec) -> dict[str, Any] | None:
+    """seed_<s>/no_retrain/transfer.json for the study in no_retrain/results.json (reused while its settings are
+    unchanged); None when structured.transfer lists nothing."""
     from lottery.reports.console import say
 
     cfg = setup.cfg
     if not cfg.structured.transfer:
         return None
     path = setup.paths.seed_dir / "no_retrain" / "transfer.json"
+    results = artifacts.read_json(path.with_name("results.json"), "no-retrain results")
     settings = settings_of(setup, results)
     if path.is_file():
         previous = artifacts.read_json(path, "transfer results")
