@@ -116,9 +116,28 @@ def build_network(model_cfg: dict[str, Any], datamodule: TensorDataModule, seed:
     )
 
 
+def check_optimizer(optim_cfg: dict) -> None:
+    """Every optimizer setting torch would refuse (a negative learning rate, momentum or weight decay; betas outside
+    [0, 1)), refused now, before the first file is written, rather than at the first level's configure_optimizers: the
+    configured optimizer is built once on a one-element parameter."""
+    from lottery.config import ConfigError
+    from lottery.training.fit import optimizer_factory
+
+    try:
+        optimizer_factory(optim_cfg)([torch.zeros(1, requires_grad=True)])
+    except (ValueError, TypeError) as err:
+        settings = ", ".join(f"optim.{k}={v}" for k, v in optim_cfg.items() if k not in ("_target_", "_partial_"))
+        raise ConfigError(
+            f"torch.optim refuses the optimizer settings ({settings}): {err}; fix the value it names (e.g. "
+            "optim.lr=1e-3); nothing was written"
+        ) from None
+
+
 def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
     """Validate, load data, build the pruning plan and claim the output folder; no training yet."""
     validate(cfg)
+    if not scores_as_loaded(cfg):  # a study of a model as loaded builds no optimizer
+        check_optimizer(optim_cfg)
     splits = datasets.load(
         cfg.data.name,
         root=cfg.data.root,

@@ -83,3 +83,21 @@ def test_mask_for_another_model_is_refused(run_tiny):
     torch.save({"fc1.weight": torch.ones(3, 3, dtype=torch.bool)}, level / "mask.pt")
     with pytest.raises(ArtifactError, match="fc2.weight"):
         run_tiny("levels=2")
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["optim.lr=-1"], "Invalid learning rate: -1.0"),
+        (["optim.betas=[1.5,0.9]"], "Invalid beta parameter at index 0: 1.5"),
+        (["optim=sgd", "optim.momentum=-0.5"], "Invalid momentum value: -0.5"),
+        (["optim=sgd", "optim.weight_decay=-1"], "Invalid weight_decay value: -1.0"),
+    ],
+)
+def test_optimizer_settings_torch_refuses_are_refused_before_anything_is_written(tmp_path, overrides, message):
+    """Refused by torch.optim itself, before the first file (not after init.pt and level 0's mask are written)."""
+    root = tmp_path / "out"
+    with pytest.raises(ConfigError, match="torch.optim refuses the optimizer settings") as info:
+        run_config(compose_config(tiny(root, *overrides)))
+    assert message in str(info.value) and "nothing was written" in str(info.value)
+    assert not root.exists()
