@@ -195,13 +195,14 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
     check_finetune(cfg, setup.lr_lambda()(total))
     num_parameters = sum(p.numel() for p in network.parameters())
     # Scoring as loaded writes scores and curves only (kilobytes); anything else writes weights per level.
+    check_claim(setup.paths, inputs)  # reads only: a refusal leaves the output folder exactly as it was
     check_output_folder(setup.paths.seed_dir, 1 << 20 if as_loaded else estimate_bytes(num_parameters, setup.levels))
     claim(setup.paths, inputs)
     return setup
 
 
-def claim(paths: RunPaths, inputs: dict[str, Any]) -> None:
-    """Record what the hash folder holds; refuse to mix in results of a different configuration."""
+def check_claim(paths: RunPaths, inputs: dict[str, Any]) -> None:
+    """Refuse to mix in results of a different configuration (the hash folder's record names other settings)."""
     if paths.hash_file.exists():
         existing = artifacts.read_json(paths.hash_file, "hash record")
         if existing != inputs:
@@ -209,5 +210,10 @@ def claim(paths: RunPaths, inputs: dict[str, Any]) -> None:
                 f"{paths.hash_file} records settings {existing}, but this run's are {inputs}: the folder holds "
                 "results of another configuration. Nothing was changed; move that folder aside or use another root."
             )
-    else:
+
+
+def claim(paths: RunPaths, inputs: dict[str, Any]) -> None:
+    """Record what the hash folder holds (after check_claim)."""
+    check_claim(paths, inputs)
+    if not paths.hash_file.exists():
         artifacts.write_json(inputs, paths.hash_file)

@@ -62,6 +62,10 @@ def test_a_hash_folder_holding_another_config_is_refused_untouched(run_tiny):
     with pytest.raises(ArtifactError, match="another configuration"):
         run_tiny("levels=0")
     assert {p: p.read_bytes() for p in seed_dir.parent.rglob("*") if p.is_file()} == before
+    tree = sorted(seed_dir.parent.rglob("*"))
+    with pytest.raises(ArtifactError, match="Nothing was changed"):
+        run_tiny("levels=0", "seed=7")  # another seed: its folder is not made before the refusal
+    assert sorted(seed_dir.parent.rglob("*")) == tree and not (seed_dir.parent / "seed_7").exists()
 
 
 def test_corrupt_mask_of_a_pending_level_is_a_clear_error(run_tiny):
