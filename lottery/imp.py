@@ -53,6 +53,7 @@ def level_mask(setup: Setup, level: int) -> M.Mask:
     if level == 0:
         mask = setup.dense_mask()
     else:
+        check_rewind_point(setup, level)  # before the mask is saved: a refusal leaves the run folder as it was
         prev = setup.paths.level(level - 1)
         trained = artifacts.load_torch(prev.weights, "trained weights")
         mask = setup.plan.prune(trained, artifacts.load_torch(prev.mask, "mask"), level)
@@ -60,13 +61,18 @@ def level_mask(setup: Setup, level: int) -> M.Mask:
     return mask
 
 
-def level_fit(setup: Setup, level: int, mask: M.Mask) -> fit.LevelFit:
-    """What training level `level` of the IMP trunk needs: its folder, mask and start (saving theta_0 first)."""
+def check_rewind_point(setup: Setup, level: int) -> None:
+    """A level after 0 that rewinds needs the rewind checkpoint level 0 wrote."""
     if level > 0 and not setup.paths.rewind.exists() and setup.cfg.rewind.mode in ("weights", "lr"):
         raise artifacts.ArtifactError(
             f"{setup.paths.rewind} is missing but level {level} must rewind to it; delete "
-            f"{setup.paths.level(0).dir} to retrain level 0 and recreate it"
+            f"{setup.paths.level(0).dir} to retrain level 0 and recreate it (nothing was written)"
         )
+
+
+def level_fit(setup: Setup, level: int, mask: M.Mask) -> fit.LevelFit:
+    """What training level `level` of the IMP trunk needs: its folder, mask and start (saving theta_0 first)."""
+    check_rewind_point(setup, level)
     if level == 0 and not setup.paths.init.exists():  # theta_0 itself, whatever the rewind step (for analyses)
         artifacts.save_torch(setup.network(seed=setup.cfg.seed).state_dict(), setup.paths.init)
     return fit.LevelFit(setup.paths.level(level), level, mask, ticket_start(setup, level), capture_rewind=level == 0)

@@ -105,3 +105,12 @@ def test_optimizer_settings_torch_refuses_are_refused_before_anything_is_written
         run_config(compose_config(tiny(root, *overrides)))
     assert message in str(info.value) and "nothing was written" in str(info.value)
     assert not root.exists()
+
+
+def test_a_missing_rewind_point_is_refused_before_the_next_level_s_mask_is_written(run_tiny):
+    _, seed_dir = run_tiny("levels=0")
+    (seed_dir / "rewind.ckpt").unlink()
+    tree = sorted(seed_dir.rglob("*"))
+    with pytest.raises(ArtifactError, match="rewind.ckpt is missing"):
+        run_tiny("levels=1")
+    assert sorted(seed_dir.rglob("*")) == tree and not (seed_dir / "level_1").exists()
