@@ -104,7 +104,8 @@ def test_removed_layers_are_gone_from_the_folder_and_its_config(llama_study, tmp
     assert record["shrunk"] == {"layers": [2, 1]} and record["max_abs_logit_difference"] == 0.0
     saved = json.loads((out / "lottery_export.json").read_text())
     assert saved["kind"] == "layers" and saved["fraction"] == 0.5
-    assert not (tmp_path / "cut.tmp").exists()
+    assert not (tmp_path / "cut.tmp").exists() and not (tmp_path / "cut.dense.tmp").exists()
+    assert record["file_bytes"] < record["dense_file_bytes"]  # both written by transformers, the cut one smaller
 
 
 def test_whole_key_value_groups_are_cut_under_grouped_query_attention(llama_study, tmp_path):

@@ -26,7 +26,6 @@ parameters, file size and forward tokens/s of the dense and the exported model o
 from __future__ import annotations
 
 import argparse
-import copy
 import shutil
 import statistics
 import time
@@ -171,6 +170,17 @@ def tokens_per_second(models: dict[str, Any], ids: torch.Tensor, repeats: int = 
     return {name: ids.numel() / statistics.median(t) for name, t in times.items()}
 
 
+def _timed(dense_dir: Path, loaded: Any, ids: torch.Tensor, dtype: torch.dtype) -> dict[str, float]:
+    """Tokens/s of the dense model (loaded back from `dense_dir`, then removed) and the cut one, in turns."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        dense = AutoModelForCausalLM.from_pretrained(dense_dir, dtype=dtype)
+        return tokens_per_second({"dense": dense, "exported": loaded}, ids)
+    finally:
+        shutil.rmtree(dense_dir, ignore_errors=True)
+
+
 def export(seed_dir: Path, kind: str, score: str, fraction: str, out: Path, prompts: int = 32) -> dict[str, Any]:
     """Write the folder `out` (refused if it exists and is not empty) and return what lottery_export.json holds."""
     from transformers import AutoModelForCausalLM
@@ -209,7 +219,13 @@ def export(seed_dir: Path, kind: str, score: str, fraction: str, out: Path, prom
     removed = {kind: ~kept}
     with torch.no_grad():  # the gated model: what the study measured
         reference = network(x, gates=gates_of(removed, torch.device("cpu")) or None, skip=skipped(removed))
-    dense_lm = copy.deepcopy(network.lm)  # timed beside the cut model, in turns
+    # The dense model is timed as the cut one will be: written and loaded back by transformers (a model dequantized
+    # from GGUF in memory can run slower than the same weights loaded from safetensors), beside it, in turns.
+    dense_dir = out.with_name(out.name + ".dense.tmp")
+    shutil.rmtree(dense_dir, ignore_errors=True)
+    _unquantized(network.lm)
+    network.lm.save_pretrained(dense_dir)
+    dense_bytes = sum(f.stat().st_size for f in dense_dir.glob("*.safetensors"))
     dense_params = sum(p.numel() for p in network.lm.parameters())
     dtype = next(network.lm.parameters()).dtype
 
@@ -234,7 +250,6 @@ def export(seed_dir: Path, kind: str, score: str, fraction: str, out: Path, prom
     removed_count = int((~kept).sum())
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    _unquantized(lm)
     lm.save_pretrained(tmp)
     tokenizer = None
     if has_tokenizer(m["path"], m.get("gguf_file")):
@@ -248,6 +263,7 @@ def export(seed_dir: Path, kind: str, score: str, fraction: str, out: Path, prom
     diff = float((logits - reference).abs().max())
     if diff > LOGIT_TOLERANCE:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(dense_dir, ignore_errors=True)
         raise ExportError(f"the cut model's logits differ from the gated model's by {diff:.2e} > {LOGIT_TOLERANCE}")
     params = sum(p.numel() for p in loaded.parameters())
     record = {
@@ -263,11 +279,11 @@ def export(seed_dir: Path, kind: str, score: str, fraction: str, out: Path, prom
         "tokenizer": tokenizer is not None,
         "parameters": {"dense": dense_params, "exported": params, "ratio": params / dense_params},
         "file_bytes": sum(p.stat().st_size for p in tmp.glob("*.safetensors")),
-        "dense_file_bytes_estimate": dense_params * torch.finfo(dtype).bits // 8,
+        "dense_file_bytes": dense_bytes,
         "max_abs_logit_difference": diff,
         "logit_tolerance": LOGIT_TOLERANCE,
         "checked_prompts": len(x),
-        "tokens_per_second": tokens_per_second({"dense": dense_lm, "exported": loaded}, ids),
+        "tokens_per_second": _timed(dense_dir, loaded, ids, dtype),
         "threads": torch.get_num_threads(),
     }
     tps = record["tokens_per_second"]
