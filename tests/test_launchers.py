@@ -199,3 +199,22 @@ def test_joblib_preset_divides_the_cores_among_the_jobs(monkeypatch, n_jobs, cor
     monkeypatch.setattr(C.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     cfg = compose_config(["launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"])
     assert cfg.trainer.threads == threads
+
+
+def test_slurm_cohorts_over_several_ranks_are_refused_before_submission(tmp_path, monkeypatch, capsys):
+    """launcher=slurm hydra.launcher.cohorts=true trainer=ddp trainer.num_nodes=2: every rank of the array task would
+    drive the cohort itself; refused before anything is submitted."""
+    import submitit
+    from hydra.utils import instantiate
+
+    submitted = []
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", lambda *a: submitted.append(a))
+    cfg = slurm_config(f"root={tmp_path}", "trainer=ddp", "trainer.num_nodes=2", "hydra.launcher.cohorts=true")
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.setup(hydra_context=type("Context", (), {"callbacks": None})(), task_function=None, config=cfg)
+    with pytest.raises(SystemExit) as info:
+        launcher.launch([["seed=0"], ["seed=1"]], initial_job_idx=0)
+    assert info.value.code == 2 and submitted == []
+    err = capsys.readouterr().err
+    assert "would start 4 ranks" in err and "hydra.launcher.cohorts=false" in err
+    assert not (tmp_path / "default").exists()

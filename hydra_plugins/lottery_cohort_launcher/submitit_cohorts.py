@@ -83,6 +83,17 @@ class _CohortsLauncher(BaseSubmititLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         if not self.cohorts:
             return super().launch(job_overrides, initial_job_idx)
+        ranks = int(self.params.get("nodes") or 1) * int(self.params.get("tasks_per_node") or 1)
+        if ranks > 1:  # each rank of the array task would run CohortTask: every rank would drive the whole cohort
+            print(
+                f"lottery: error: hydra.launcher.cohorts=true trains each cohort in one process per array task, but "
+                f"this task would start {ranks} ranks (nodes={self.params.get('nodes')}, tasks_per_node="
+                f"{self.params.get('tasks_per_node')}: trainer=ddp or trainer.num_nodes > 1), each of which would "
+                "drive the cohort itself; use hydra.launcher.cohorts=false (each job its own task, trained over its "
+                "ranks) or one process per task (trainer=gpu or trainer=cpu). Nothing was submitted",
+                file=sys.stderr,
+            )
+            sys.exit(2)
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
         configs, groups = compose_cohorts(self.config, self.hydra_context, job_overrides, initial_job_idx)
