@@ -70,7 +70,8 @@ def test_two_torchrun_nodes_train_a_level_as_one_node_with_two_processes(tmp_pat
     _, one_node = run_tiny(*SETTINGS, "trainer.devices=2", root=tmp_path / "one_node")  # spawned workers
     assert seed_dir.name == one_node.name and seed_dir.parent.name == one_node.parent.name  # nodes: not hashed
     multi, single = artifacts_of(seed_dir), artifacts_of(one_node)
-    assert multi["level_1"]["metrics"]["processes"] == 2 and multi["level_1"]["metrics"]["density"] == 0.8
+    level_1 = multi["levels"]["level_1"]["metrics"]
+    assert level_1["processes"] == 2 and level_1["density"] == 0.8
     assert_identical(multi, single)
     # rank 0 drove the run and printed it; the other rank only followed its fits
     outputs = sorted((r.stdout for r in runs), key=lambda out: "training the fits rank 0 sends" in out)
@@ -162,13 +163,15 @@ def run_study(root: Path, *extra: str) -> str:
 
 
 def study_artifacts(root: Path) -> dict:
-    out = {}
+    levels, runs = {}, {}
     for seed_dir in sorted(root.glob("default/*/seed_*")):
         for folder in (seed_dir, seed_dir / "branch_random_reinit"):
-            for level, files in artifacts_of(folder).items():
+            found = artifacts_of(folder)
+            for level, files in found["levels"].items():
                 files["metrics"].pop("cohort", None)  # the size of the stack a level trained in
-                out[f"{folder.relative_to(root)}/{level}"] = files
-    return out
+                levels[f"{folder.relative_to(root)}/{level}"] = files
+            runs[str(folder.relative_to(root))] = found["run"]
+    return {"levels": levels, "run": runs}
 
 
 def submitit_logs(root: Path) -> str:
@@ -191,7 +194,7 @@ def test_a_submitit_study_with_a_timed_out_job_ends_as_the_uninterrupted_local_r
     assert (tmp_path / "m" / "time-limit-sent").is_file()
     assert "this job is timed-out" in logs and "Requeued job" in logs and "resuming at step" in logs
     study = study_artifacts(tmp_path)
-    assert len(study) == 6  # per seed: trunk levels 0 and 1, the control's level 1
+    assert len(study["levels"]) == 6  # per seed: trunk levels 0 and 1, the control's level 1
     assert_identical(study, local_study)
 
 

@@ -160,11 +160,11 @@ def test_structured_imp_rewinds_to_the_pretrained_weights_and_resumes_after_a_ki
     run_config(compose_config(whole))
     seed_dir = seed_dir_of(whole)
     expected = artifacts_of(seed_dir)
-    assert sorted(expected) == ["level_0", "level_1", "level_2"]
+    assert sorted(expected["levels"]) == ["level_0", "level_1", "level_2"]
     init = torch.load(seed_dir / "init.pt", weights_only=True)
     pretrained = HFCausalLM((11,), 12, str(opt)).state_dict()
     assert all(torch.equal(init[k], v) for k, v in pretrained.items())  # theta_0 is the pretrained model
-    heads = [int(expected[f"level_{i}"]["sparsity"]["units"]["heads"]["remaining"]) for i in range(3)]
+    heads = [int(expected["levels"][f"level_{i}"]["sparsity"]["units"]["heads"]["remaining"]) for i in range(3)]
     assert heads == [8, 4, 2]
     killed = tiny(tmp_path, *hf(opt), *IMP)
     proc = subprocess.run(

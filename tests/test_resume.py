@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -17,6 +18,9 @@ EXTRA = ("rewind.step=20it", "optim=sgd", "optim.lr=0.05", "schedule=cosine")
 
 
 def artifacts_of(seed_dir: Path) -> dict:
+    """Every artifact of a run folder that a resume must reproduce: per level its metrics (wall time aside), mask,
+    weights and sparsity; for the run, theta_0 (init.pt), the rewind checkpoint's weights, optimizer state and step,
+    levels.csv (wall time aside) and tickets.json."""
     out = {}
     for level_dir in sorted(seed_dir.glob("level_*")):
         metrics = json.loads((level_dir / "metrics.json").read_text())
@@ -27,18 +31,53 @@ def artifacts_of(seed_dir: Path) -> dict:
             "weights": torch.load(level_dir / "weights.pt", weights_only=True),
             "sparsity": json.loads((level_dir / "sparsity.json").read_text()),
         }
-    return out
+    run = {}
+    if (seed_dir / "init.pt").is_file():
+        run["init"] = torch.load(seed_dir / "init.pt", weights_only=True)
+    if (seed_dir / "rewind.ckpt").is_file():
+        # what training continues from; Lightning's loop counters differ between a resumed and a straight run
+        checkpoint = torch.load(seed_dir / "rewind.ckpt", weights_only=True)
+        run["rewind"] = {k: checkpoint[k] for k in ("state_dict", "optimizer_states", "global_step")}
+    if (seed_dir / "levels.csv").is_file():
+        rows = list(csv.DictReader((seed_dir / "levels.csv").read_text().splitlines()))
+        run["levels.csv"] = [{k: v for k, v in row.items() if k != "train_seconds"} for row in rows]
+    if (seed_dir / "tickets.json").is_file():
+        run["tickets.json"] = json.loads((seed_dir / "tickets.json").read_text())
+    return {"levels": out, "run": run}
+
+
+def same(a, b, where: str = "") -> None:
+    """Equal, tensors bit for bit, in nested dicts and lists."""
+    if torch.is_tensor(a):
+        assert torch.is_tensor(b) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for k in a:
+            same(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same(x, y, f"{where}/{i}")
+    else:
+        assert a == b, (where, a, b)
 
 
 def assert_identical(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for level in a:
-        assert a[level]["metrics"] == b[level]["metrics"], level
-        assert a[level]["sparsity"] == b[level]["sparsity"], level
-        for kind in ("mask", "weights"):
-            assert a[level][kind].keys() == b[level][kind].keys()
-            for k in a[level][kind]:
-                assert torch.equal(a[level][kind][k], b[level][kind][k]), (level, kind, k)
+    assert a["levels"] and b["levels"], "no level to compare: a run that wrote nothing would pass"
+    assert a["levels"].keys() == b["levels"].keys()
+    same(a["levels"], b["levels"], "levels")
+    same(a["run"], b["run"], "run")
+
+
+def test_the_identity_helper_fails_on_empty_or_different_runs():
+    level = {"metrics": {"test_acc": 0.5}, "mask": {"w": torch.ones(2)}, "weights": {}, "sparsity": {}}
+    with pytest.raises(AssertionError, match="no level to compare"):
+        assert_identical({"levels": {}, "run": {}}, {"levels": {}, "run": {}})
+    with pytest.raises(AssertionError):
+        other = {**level, "mask": {"w": torch.tensor([1.0, 0.0])}}
+        assert_identical({"levels": {"level_0": level}, "run": {}}, {"levels": {"level_0": other}, "run": {}})
+    with pytest.raises(AssertionError):
+        assert_identical({"levels": {"level_0": level}, "run": {"init": {}}}, {"levels": {"level_0": level}, "run": {}})
 
 
 @pytest.fixture(scope="module")

@@ -36,10 +36,11 @@ def cohort(root: Path, seeds, *extra: str) -> dict[int, Path]:
 
 def without_cohort_record(artifacts: dict) -> dict:
     """The artifacts minus the record of the stack a level trained in (its size), which is all that may differ."""
-    return {
+    levels = {
         name: {**level, "metrics": {k: v for k, v in level["metrics"].items() if k != "cohort"}}
-        for name, level in artifacts.items()
+        for name, level in artifacts["levels"].items()
     }
+    return {"levels": levels, "run": artifacts["run"]}
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +53,12 @@ def test_a_seed_alone_equals_it_in_a_stack_of_three_bit_for_bit(tmp_path, cohort
     """Masks, weights and every metric: the solo command and the cohort launcher run one engine."""
     run_config(compose_config(tiny(tmp_path, *EXTRA, "seed=1")))
     alone = artifacts_of(seed_dir_of(tiny(tmp_path, *EXTRA, "seed=1")))
-    assert [a["metrics"]["cohort"]["size"] for a in cohort_of_three[1].values()] == [3, 3, 3]
-    assert cohort_of_three[1]["level_0"]["metrics"]["cohort"]["device"] == "cpu"
-    assert all("cohort" not in a["metrics"] for a in alone.values())  # a stack of one records none
+    assert [a["metrics"]["cohort"]["size"] for a in cohort_of_three[1]["levels"].values()] == [3, 3, 3]
+    assert cohort_of_three[1]["levels"]["level_0"]["metrics"]["cohort"]["device"] == "cpu"
+    assert all("cohort" not in a["metrics"] for a in alone["levels"].values())  # a stack of one records none
     assert_identical(without_cohort_record(cohort_of_three[1]), alone)
     # and the seeds really differ from each other (different init and data order)
-    w0, w1 = cohort_of_three[0]["level_2"]["weights"], cohort_of_three[1]["level_2"]["weights"]
+    w0, w1 = cohort_of_three[0]["levels"]["level_2"]["weights"], cohort_of_three[1]["levels"]["level_2"]["weights"]
     assert not torch.equal(w0["fc1.weight"], w1["fc1.weight"])
 
 
@@ -251,7 +252,7 @@ def test_a_resnet_seed_alone_equals_it_in_a_stack_of_three(tmp_path):
     three = cohort(tmp_path / "three", (0, 1, 2), *RESNET)
     run_config(compose_config(tiny(tmp_path / "alone", *EXTRA, *RESNET, "seed=1")))
     alone = artifacts_of(seed_dir_of(tiny(tmp_path / "alone", *EXTRA, *RESNET, "seed=1")))
-    assert "level_1" in alone and any("running_mean" in k for k in alone["level_1"]["weights"])
+    assert "level_1" in alone["levels"] and any("running_mean" in k for k in alone["levels"]["level_1"]["weights"])
     assert_identical(without_cohort_record(artifacts_of(three[1])), alone)
 
 
@@ -290,7 +291,7 @@ def test_lenet_and_a_conv_net_seed_alone_equals_it_in_a_stack_of_three(tmp_path,
     three = cohort(tmp_path / "three", (0, 1, 2), *model)
     run_config(compose_config(tiny(tmp_path / "alone", *EXTRA, *model, "seed=2")))
     alone = artifacts_of(seed_dir_of(tiny(tmp_path / "alone", *EXTRA, *model, "seed=2")))
-    assert "level_1" in alone
+    assert "level_1" in alone["levels"]
     assert_identical(without_cohort_record(artifacts_of(three[2])), alone)
 
 
@@ -317,5 +318,5 @@ def test_compile_compiles_every_stack_and_trains_a_seed_alone_as_in_a_stack(tmp_
     assert counters["stats"]["unique_graphs"] >= 1
     run_config(compose_config(tiny(tmp_path / "alone", *EXTRA, *settings, "seed=1")))
     alone = artifacts_of(seed_dir_of(tiny(tmp_path / "alone", *EXTRA, *settings, "seed=1")))
-    assert "level_1" in alone
+    assert "level_1" in alone["levels"]
     assert_identical(without_cohort_record(artifacts_of(pair[1])), alone)
