@@ -230,25 +230,7 @@ class Probe:
         removed = removed or {}
         base, skip = gates_of(removed, self.device), skipped(removed)
         sums = {k: torch.zeros(grid, dtype=torch.float64) for k, grid in grids.items()}
-        if self.whole:  # the task's own per-prompt loss on the whole outputs
-            for x, y in self.whole_batches(prompts, f"gradient scores of {', '.join(grids)}"):
-                gates = {
-                    k: torch.ones((len(x), *grid), device=self.device, dtype=_dtype(self.network))
-                    .mul_(base[k] if k in base else 1.0)
-                    .requires_grad_()
-                    for k, grid in grids.items()
-                }
-                fixed = {k: g for k, g in base.items() if k not in gates}
-                with torch.enable_grad():
-                    per_prompt = self.task.per_example_loss(self.network(x, gates={**fixed, **gates}), y)
-                    grads = torch.autograd.grad(per_prompt.sum(), list(gates.values()))
-                for kind, grad in zip(gates, grads, strict=True):
-                    sums[kind] += grad.detach().abs().sum(0).double().cpu()
-            if len(prompts) == 0:
-                raise ValueError("gradient scores need at least one prompt")
-            return {k: v / len(prompts) for k, v in sums.items()}
-        for x, at, target, _ in self.batches(prompts, f"gradient scores of {', '.join(grids)}"):
-            b = len(x)
+        for b, per_prompt_loss in self._losses(prompts, skip, f"gradient scores of {', '.join(grids)}"):
             gates = {
                 k: torch.ones((b, *grid), device=self.device, dtype=_dtype(self.network))
                 .mul_(base[k] if k in base else 1.0)
@@ -257,17 +239,29 @@ class Probe:
             }
             fixed = {k: g for k, g in base.items() if k not in gates}
             with torch.enable_grad():
-                logits = self.logits(x, at, {**fixed, **gates}, skip).float()
-                nll = F.cross_entropy(logits, target, reduction="none")
-                row = at.nonzero()[:, 0]
-                per_prompt = torch.zeros(b, device=self.device).index_add(0, row, nll)
-                per_prompt = per_prompt / at.sum(1).clamp(min=1)
+                per_prompt = per_prompt_loss({**fixed, **gates})
                 grads = torch.autograd.grad(per_prompt.sum(), list(gates.values()))
             for kind, grad in zip(gates, grads, strict=True):
                 sums[kind] += grad.detach().abs().sum(0).double().cpu()
         if len(prompts) == 0:
             raise ValueError("gradient scores need at least one prompt")
         return {k: s / len(prompts) for k, s in sums.items()}
+
+    def _losses(self, prompts: Prompts, skip: Sequence[int], label: str) -> Iterator[tuple[int, Callable]]:
+        """Per batch: its size, and the function from gates to each prompt's loss: the mean next-token loss over its
+        scored tokens, or for a network measured whole, the task's own per-prompt loss."""
+        if self.whole:
+            for x, y in self.whole_batches(prompts, label):
+                yield len(x), lambda gates, x=x, y=y: self.task.per_example_loss(self.network(x, gates=gates), y)
+            return
+        for x, at, target, _ in self.batches(prompts, label):
+
+            def loss(gates, x=x, at=at, target=target):
+                nll = F.cross_entropy(self.logits(x, at, gates, skip).float(), target, reduction="none")
+                per_prompt = torch.zeros(len(x), device=self.device).index_add(0, at.nonzero()[:, 0], nll)
+                return per_prompt / at.sum(1).clamp(min=1)
+
+            yield len(x), loss
 
     def token_head_scores(self, prompts: Prompts, grid: tuple[int, int]) -> torch.Tensor:
         """Bansal et al. 2023's head importance as their released code computes it (amazon-science/llm-interpret,
