@@ -213,7 +213,7 @@ def figure(per_model: dict[str, dict], fraction: float, out: Path) -> None:
             ax.set_ylabel("pruned for", fontsize=7)
         fig.colorbar(im, ax=row[len(SCORES) - 1], fraction=0.046)
         ax = row[-1]
-        curve = per_model[model]["text"]
+        curve, sources = per_model[model]["text"], len(per_model[model]["studies"])
         for i, (kind, score) in enumerate(SCORES.items()):
             for sc, ls in ((score, "-"), ("random", ":")):
                 pts = curve[kind].get(sc, [])
@@ -232,7 +232,7 @@ def figure(per_model: dict[str, dict], fraction: float, out: Path) -> None:
                 )
         ax.set_yscale("log")
         ax.set(
-            title=f"{model}: King James text, perplexity / dense\n(mean and range over the 6 source tasks)",
+            title=f"{model}: King James text, perplexity / dense\n(mean and range over {sources} source tasks)",
             xlabel="% of units removed",
             ylabel="perplexity / dense",
         )
