@@ -177,3 +177,14 @@ def test_what_a_family_cannot_shrink_and_a_used_folder_are_refused(tmp_path, cap
         == 0
     )
     assert "parameters" in capsys.readouterr().out
+
+
+def test_a_study_whose_model_has_gone_is_named_without_a_traceback(llama_study, tmp_path):
+    folder, seed_dir = llama_study
+    seed = with_kept(seed_dir, tmp_path, "layers", [False, True])
+    config = yaml.safe_load((seed / "config.yaml").read_text())
+    config["model"]["path"] = str(tmp_path / "gone")
+    (seed / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit, match="lottery-export: model.path=.*does not exist"):
+        main([str(seed), "--kind", "layers", "--score", "gradient", "--fraction", "0.5", "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()

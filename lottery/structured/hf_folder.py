@@ -325,9 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="a new folder for the model")
     parser.add_argument("--prompts", type=int, default=32, help="test prompts the logits and tokens/s are taken on")
     args = parser.parse_args(argv)
+    from lottery.models.hf import HFModelError
+
     try:
         record = export(Path(args.seed_dir), args.kind, args.score, args.fraction, Path(args.out), args.prompts)
-    except ExportError as err:
+    except (ExportError, HFModelError) as err:  # a study whose model folder or GGUF file has gone: named, no traceback
         raise SystemExit(f"lottery-export: {err}") from None
     tps, params = record["tokens_per_second"], record["parameters"]
     print(
