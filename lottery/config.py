@@ -350,6 +350,9 @@ class StructuredConfig:
     # Rank heads by knock-out too (`single`: one evaluation of the scoring prompts per head); FFN blocks and layers
     # are always ranked so when grid_scores lists single.
     single_heads: bool = field(default=False, metadata=NO_HASH)
+    # grid_units=[weights] (every linear weight of the decoder layers, lottery/structured/weights.py): N:M patterns
+    # measured beside the unstructured grid, e.g. ["2:4"] (2 kept of every 4 consecutive inputs); [] for none
+    weight_patterns: list[str] = field(default_factory=lambda: ["2:4"], metadata=NO_HASH)
     # A removable fraction is claimed only when dense test accuracy beats chance by at least this (0.1 = 10 points).
     min_above_chance: float = field(default=0.1, metadata=NO_HASH)
     # Dead FFN units (pretrained no_retrain): a gated or GELU unit is dead when its largest |activation| over the

@@ -68,6 +68,7 @@ def test_schema_defaults_are_pinned():
         "confidence": 0.95,
         "bootstrap": 2000,
         "single_heads": False,
+        "weight_patterns": ["2:4"],
         "transfer": [],
         "transfer_scores": None,
         "transfer_windows": 64,

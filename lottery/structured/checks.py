@@ -12,7 +12,8 @@ from lottery.models.mlp import scaled
 
 PROCEDURES = ("no_retrain", "imp", "both")
 # lottery/structured/grid.py APPLIES says which kind gets which
-GRID_SCORES = (*SCORES, "token_gradient", "angular", "single", "random")
+GRID_SCORES = (*SCORES, "token_gradient", "angular", "single", "random", "wanda")
+GRID_KINDS = (*KINDS, "weights")  # weights: every linear weight of the decoder layers (lottery/structured/weights.py)
 UNIT_SCOPES = ("global", "layerwise")
 
 
@@ -54,6 +55,30 @@ def check_hf(cfg: LotteryConfig) -> None:
         raise ConfigError(
             f"data={cfg.data.name} needs the model's tokenizer, and model.path={cfg.model.path!r} holds none; save it "
             "beside the model (tokenizer.save_pretrained(model.path)) or use data=icl_recall"
+        )
+
+
+def _check_weights(s) -> None:
+    from lottery.core.sparsity import parse_pattern
+    from lottery.structured.grid import APPLIES
+
+    for pattern in s.weight_patterns:
+        try:
+            parse_pattern(pattern)
+        except ValueError as err:
+            raise ConfigError(f"structured.weight_patterns: {err}") from None
+    if len(set(s.weight_patterns)) != len(s.weight_patterns):
+        raise ConfigError(f"structured.weight_patterns={list(s.weight_patterns)} lists a pattern twice")
+    unused = [sc for sc in s.grid_scores if not any(k in APPLIES[sc] for k in s.grid_units)]
+    if "weights" in s.grid_units and not any(sc in APPLIES and "weights" in APPLIES[sc] for sc in s.grid_scores):
+        raise ConfigError(
+            f"structured.grid_units lists weights, which none of structured.grid_scores={list(s.grid_scores)} ranks; "
+            "add magnitude, wanda or random"
+        )
+    if "wanda" in unused:
+        raise ConfigError(
+            f"structured.grid_scores lists wanda, which ranks single weights only; add weights to "
+            f"structured.grid_units={list(s.grid_units)}"
         )
 
 
@@ -100,8 +125,9 @@ def check_structured(cfg: LotteryConfig) -> None:
         raise ConfigError(f"structured.scope={s.scope!r} is not one of {UNIT_SCOPES}")
     if s.score_examples < 1:
         raise ConfigError(f"structured.score_examples={s.score_examples} must be a positive number of prompts")
-    _subset("structured.grid_units", s.grid_units, KINDS)
+    _subset("structured.grid_units", s.grid_units, GRID_KINDS)
     _subset("structured.grid_scores", s.grid_scores, GRID_SCORES)
+    _check_weights(s)
     if scratch and "layers" in [*s.units, *s.grid_units]:
         raise ConfigError(
             "unit kind layers (whole decoder blocks) is available for model=hf only; use structured.units and "

@@ -6,6 +6,7 @@ heads_survival.png  per layer x head: importance of each head by each score, cro
                     removable fraction takes it; then the heads that survive each structured IMP level
 icl_by_context.png  accuracy by number of in-context examples: dense, and with heads removed
 layers.png          per decoder layer: test accuracy with that layer alone removed, and its angular distance
+weights.png         weights pruned without retraining: perplexity against density per score, N:M patterns as points
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ STYLE = {
     "angular": ("C2", "D", "-"),
     "single": ("C4", "v", "-"),
     "random": ("0.45", "x", "--"),
+    "wanda": ("C3", "P", "-"),
 }
 BRANCH_STYLE = {"random_prune": ("0.3", "x", ":"), "oneshot": ("C2", "d", "-."), "random_reinit": ("C4", "^", ":")}
 
@@ -172,6 +174,41 @@ def plot_layers(report: dict[str, Any], out: Path) -> None:
     ax.grid(True, alpha=0.3)
     handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=6, loc="lower right")
+    save(fig, out)
+
+
+def plot_weights(report: dict[str, Any], out: Path) -> None:
+    """Perplexity (log scale) against the density of the decoder layers' weights: each score's unstructured curve with
+    its interval, its N:M points, and dense."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    dense = report["weights"]["dense"]
+    ax.axhline(dense["perplexity"], color="k", lw=0.8, label=f"dense {dense['perplexity']:.2f}")
+    for score, result in report["no_retrain"].get("weights", {}).items():
+        colour, marker, line = STYLE.get(score, ("C5", ".", "-"))
+        curve = result["curve"]
+        xs = [100 * p["density"] for p in curve]
+        ax.plot(xs, [p["perplexity"] for p in curve], color=colour, marker=marker, ls=line, ms=3, label=score)
+        low, high = zip(*(p["perplexity_ci"] for p in curve), strict=True)
+        ax.fill_between(xs, low, high, color=colour, alpha=0.15)
+        for pattern, by_score in report.get("weight_patterns", {}).items():
+            if score in by_score:
+                p = by_score[score]
+                ax.plot([100 * p["density"]], [p["perplexity"]], color=colour, marker="*", ms=9, ls="none")
+                ax.annotate(
+                    pattern,
+                    (100 * p["density"], p["perplexity"]),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
+    ax.set_yscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("density of the decoder layers' weights (%)")
+    ax.set_ylabel("perplexity on held-out prompts")
+    ax.set_title(f"{report['model'].get('family', '')}: weights pruned without retraining (stars: N:M)", fontsize=9)
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(fontsize=7)
     save(fig, out)
 
 

@@ -45,14 +45,15 @@ from lottery.structured.journal import Journal, memory
 from lottery.structured.probe import Probe, Prompts
 
 APPLIES = {
-    "magnitude": ("heads", "mlp_units", "mlp_blocks"),
+    "magnitude": ("heads", "mlp_units", "mlp_blocks", "weights"),
     "gradient": ("heads", "mlp_units", "mlp_blocks", "layers"),
     "token_gradient": ("heads",),
     "angular": ("layers",),
     "single": ("heads", "mlp_blocks", "layers"),  # heads only with single_heads (a pass per head)
-    "random": ("heads", "mlp_units", "mlp_blocks", "layers"),
+    "random": ("heads", "mlp_units", "mlp_blocks", "layers", "weights"),
+    "wanda": ("weights",),
 }
-DRAW_TAGS = ("heads", "mlp_units", "mlp_blocks", "layers")  # stable order: a kind's random draws keep their seeds
+DRAW_TAGS = ("heads", "mlp_units", "mlp_blocks", "layers", "weights")  # stable order: a kind's draws keep their seeds
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,18 @@ class GridSettings:
     confidence: float = 0.95  # of the intervals, and of the claim that a drop is within tolerance
     bootstrap: int = 2000  # resamples of the held-out queries
     single_heads: bool = False  # rank heads by knock-out too (one evaluation of the scoring prompts per head)
+    patterns: tuple[str, ...] = ()  # N:M patterns of the weights kind ("2:4"), beside its unstructured curve
 
     def applies(self, kind: str, score: str) -> bool:
         return kind in APPLIES[score] and not (score == "single" and kind == "heads" and not self.single_heads)
 
     def pairs(self) -> list[tuple[str, str]]:
-        return [(k, s) for k in self.units for s in self.scores if self.applies(k, s)]
+        """(kind, score) of the unit curves (weights: lottery/structured/weights.py has its own)."""
+        return [(k, s) for k in self.unit_kinds for s in self.scores if self.applies(k, s)]
+
+    @property
+    def unit_kinds(self) -> tuple[str, ...]:
+        return tuple(k for k in self.units if k != "weights")
 
 
 def grid_record(s: Any, tolerance: float) -> dict[str, Any]:
@@ -92,7 +99,7 @@ def grid_record(s: Any, tolerance: float) -> dict[str, Any]:
         "confidence": s.confidence,
         "bootstrap": s.bootstrap,
         "single_heads": s.single_heads,
-    }
+    } | ({"weight_patterns": list(s.weight_patterns)} if "weights" in s.grid_units else {})
 
 
 def draw_seed(seed: int, kind: str, draw: int) -> int:
@@ -211,6 +218,9 @@ def count_evaluations(s: GridSettings, n_layers: int) -> int:
         n += n_layers  # each layer removed alone, on the test prompts
     if {"heads", "mlp_blocks"} <= set(s.units) and "gradient" in s.scores:
         n += len(s.grid)  # heads then FFN blocks
+    if "weights" in s.units:  # the dense model again (with per-prompt losses), each score's curve and N:M points
+        per_score = [s.random_draws if sc == "random" else 1 for sc in s.scores if s.applies("weights", sc)]
+        n += 1 + sum(per_score) * (len(s.grid) + len(s.patterns))
     return n + 1  # dense
 
 
@@ -247,8 +257,8 @@ def run_grid(
     )
     scores, details, layer_removal = _scores(probe, scoring, test, layout, weights, s, layers, clock, iv, journal)
     clock.line("scores", started)
-    none = {k: torch.zeros(layout.grids[k], dtype=torch.bool) for k in s.units}
-    curves: dict[str, dict[str, list]] = {k: {} for k in s.units}
+    none = {k: torch.zeros(layout.grids[k], dtype=torch.bool) for k in s.unit_kinds}
+    curves: dict[str, dict[str, list]] = {k: {} for k in s.unit_kinds}
     for kind, score in s.pairs():
         started = time.perf_counter()
         points = _curve(probe.evaluate, clock, journal, test, layout, kind, score, scores, s, seed, none)
@@ -262,8 +272,8 @@ def run_grid(
         "confidence": s.confidence,
         "min_above_chance": s.min_above_chance,
         "held_out_queries": iv.resamples.clusters,
-        "totals": {k: layout.size(k) for k in s.units},
-        "grids": {k: list(layout.grids[k]) for k in s.units},
+        "totals": {k: layout.size(k) for k in s.unit_kinds},
+        "grids": {k: list(layout.grids[k]) for k in s.unit_kinds},
         "curves": curves,
         "removable": {k: {sc: _removable(c, s, ok) for sc, c in by.items()} for k, by in curves.items()},
         "removable_point": {
@@ -274,6 +284,10 @@ def run_grid(
     }
     if layer_removal is not None:
         results["layer_removal"] = layer_removal
+    if "weights" in s.units:
+        started = time.perf_counter()
+        results = _with_weights(results, probe, test, scoring, s, seed, iv, clock, journal, ok)
+        clock.line("weights", started)
     if {"heads", "mlp_blocks"} <= set(s.units) and "gradient" in s.scores:
         started = time.perf_counter()
         results["combined"] = _combined(probe, clock, journal, test, scoring, layout, s, scores, results, none, ok, iv)
@@ -288,6 +302,22 @@ def run_grid(
     return results, timing
 
 
+def _with_weights(results, probe, test, scoring, s, seed, iv, clock, journal, ok) -> dict[str, Any]:
+    """The weights kind (lottery/structured/weights.py): its curves beside the units', its N:M points, its totals."""
+    from lottery.structured.weights import KIND, Pruned, weight_curves
+
+    out = weight_curves(Pruned(probe.network), probe, test, scoring, s, s.patterns, seed, iv, clock, journal, draw_seed)
+    results["curves"][KIND] = out["curves"]
+    results["removable"][KIND] = {sc: _removable(c, s, ok) for sc, c in out["curves"].items()}
+    results["removable_point"][KIND] = {
+        sc: _removable(c, s, ok, results["dense"]["acc"]) for sc, c in out["curves"].items()
+    }
+    results["totals"][KIND] = out["about"]["weights"]
+    results["weight_patterns"] = out["patterns"]
+    results["weights"] = out["about"] | {"dense": out["dense"]}
+    return results
+
+
 def _removable(points: list[dict[str, Any]], s: GridSettings, ok: bool, dense_acc: float | None = None):
     """The claimed fraction: drop_bound within tolerance (or, given dense_acc, the point estimate within it)."""
     if not ok:
@@ -298,7 +328,7 @@ def _removable(points: list[dict[str, Any]], s: GridSettings, ok: bool, dense_ac
 
 
 def _scores(probe, scoring, test, layout, weights, s, layers, clock, iv, journal) -> tuple[dict, dict, list | None]:
-    kinds = s.units
+    kinds = s.unit_kinds
     out: dict[str, dict[str, torch.Tensor]] = {}
     details: dict[str, dict[str, list]] = {}
 
@@ -310,7 +340,7 @@ def _scores(probe, scoring, test, layout, weights, s, layers, clock, iv, journal
 
     if "magnitude" in s.scores and any(k in APPLIES["magnitude"] for k in kinds):
         out["magnitude"] = magnitude_scores(weights, layout, [k for k in kinds if k in APPLIES["magnitude"]])
-    if "gradient" in s.scores:
+    if "gradient" in s.scores and kinds:
         grids = {k: layout.grids[k] for k in kinds}
         out["gradient"] = line(
             "gradient", lambda: journal.tensors("scores/gradient", lambda: probe.gradient_scores(scoring, grids))

@@ -73,6 +73,7 @@ def grid_settings(setup: StructuredSpec) -> GridSettings:
         confidence=s.confidence,
         bootstrap=s.bootstrap,
         single_heads=s.single_heads,
+        patterns=tuple(s.weight_patterns) if "weights" in s.grid_units else (),
     )
 
 

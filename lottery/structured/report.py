@@ -117,7 +117,8 @@ def no_retrain_section(results: dict[str, Any], dense_acc: float, tolerance: flo
     """Per kind and score: the removable fraction (None where dense accuracy is too close to chance to claim one)
     and the curve."""
     claimed, point_claim = results.get("removable"), results.get("removable_point")
-    keys = ("fraction", "removed", "acc", "acc_ci", "drop_bound", "acc_sd", "loss")
+    keys = ("fraction", "removed", "density", "acc", "acc_ci", "drop_bound", "acc_sd", "loss", "loss_ci")
+    keys += ("loss_rise_bound", "perplexity", "perplexity_ci")  # the weights kind (lottery/structured/weights.py)
     return {
         kind: {
             score: {
@@ -146,8 +147,8 @@ def claim_line(dense_acc: float, chance: float, margin: float, meaningful: bool)
 def write_pretrained_report(setup: StructuredSpec, results: dict[str, Any], tracker=None) -> dict[str, Any]:
     """seed_<s>/structured.json and its figures for a pretrained model scored as loaded (no levels)."""
     from lottery.reports.console import print_table
-    from lottery.structured.figures import plot_by_context, plot_curves, plot_layers, plot_survival
-    from lottery.structured.table import summary_table
+    from lottery.structured.figures import plot_by_context, plot_curves, plot_layers, plot_survival, plot_weights
+    from lottery.structured.table import summary_table, weights_table
 
     dense, seed_dir = results["dense"], setup.paths.seed_dir
     shape = results["model"]["shape"]
@@ -179,12 +180,20 @@ def write_pretrained_report(setup: StructuredSpec, results: dict[str, Any], trac
         report["run"] = artifacts.read_json(run_file, "no-retrain run record")
     if "combined" in results:
         report["combined"] = {k: v for k, v in results["combined"].items() if k != "ffn_scores"}
+    if "weights" in results:
+        drop = ("hits", "tokens", "by_context")
+        report["weights"] = results["weights"]
+        report["weight_patterns"] = {
+            pattern: {sc: {k: v for k, v in p.items() if k not in drop} for sc, p in by.items()}
+            for pattern, by in results["weight_patterns"].items()
+        }
     artifacts.write_json(report, seed_dir / "structured.json")
     figures = {
         "curves": seed_dir / "heads_curve.png",
         "survival": seed_dir / "heads_survival.png",
         "by_context": seed_dir / "icl_by_context.png",
         "layers": seed_dir / "layers.png",
+        "weights": seed_dir / "weights.png",
     }
     plot_curves(report, figures["curves"])
     plot_survival(report, results, figures["survival"])
@@ -192,7 +201,11 @@ def write_pretrained_report(setup: StructuredSpec, results: dict[str, Any], trac
         plot_by_context(report, results, figures["by_context"])
     if "layer_removal" in results:
         plot_layers(report, figures["layers"])
+    if "weights" in results:
+        plot_weights(report, figures["weights"])
     print_table(summary_table(report))
+    if "weights" in results:
+        print_table(weights_table(report))
     if tracker is not None:
         tracker.log_structured(report, {k: p for k, p in figures.items() if p.is_file()})
     return report

@@ -70,3 +70,30 @@ def _acc(point: dict[str, Any]) -> str:
 def _point(fraction: float, point: float | None) -> str:
     """The point-estimate walk's fraction, where it claims more than the interval does."""
     return "" if point is None or point == fraction else f" ({point:.0%} by the point estimate)"
+
+
+def weights_table(report: dict[str, Any]) -> Table:
+    """The weights kind: per score and density, perplexity (loss on text) and accuracy with their intervals."""
+    w = report["weights"]
+    dense = w["dense"]
+    table = Table(title=f"weights pruned without retraining ({w['weights']:,} weights in {w['matrices']} matrices)")
+    for column in ("score", "pattern", "density", "perplexity", "accuracy"):
+        table.add_column(column, justify="left" if column in ("score", "pattern") else "right")
+    table.add_row("dense", "", "100.0%", _ppl(dense), _acc(dense))
+    for score, result in report["no_retrain"].get("weights", {}).items():
+        for p in result["curve"]:
+            table.add_row(score, "unstructured", f"{p['density']:.1%}", _ppl(p), _acc(p))
+    for pattern, by_score in report.get("weight_patterns", {}).items():
+        for score, p in by_score.items():
+            table.add_row(score, pattern, f"{p['density']:.1%}", _ppl(p), _acc(p))
+    within = ", ".join(f"{sc} within each {where}" for sc, where in w["compared_within"].items())
+    table.caption = f"weights compared: {within}; [brackets]: intervals over the held-out prompts"
+    if w.get("calibration_prompts"):
+        calibration = f"{w['calibration_prompts']} training prompts ({w['calibration_tokens']:,} tokens)"
+        table.caption += f"; Wanda calibrated on {calibration}"
+    return table
+
+
+def _ppl(point: dict[str, Any]) -> str:
+    ci = point.get("perplexity_ci")
+    return f"{point['perplexity']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
