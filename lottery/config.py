@@ -252,6 +252,10 @@ class TrainConfig:
     checkpoint_every: str | None = field(default=None, metadata=NO_HASH)
     checkpoint_seconds: float | None = field(default=30.0, metadata=NO_HASH)
     log_every: int = field(default=50, metadata=NO_HASH)  # steps between logged training-loss values
+    # Level 0's network kept at these steps as seed_<s>/series/step_<n>.ckpt (lottery/core/series.py): a list of
+    # steps, geometric (1, 2, 4, ...) or geometric:<first>; a no-retrain study then runs at every point. Not hashed:
+    # keeping a copy changes nothing that trains.
+    save_at: Any = field(default_factory=list, metadata=NO_HASH)
     print_every_eval: bool = field(default=False, metadata=NO_HASH)  # print a line at every evaluation
 
 

@@ -17,7 +17,7 @@ import torch
 from hydra.utils import instantiate
 
 from lottery import data as datasets
-from lottery.config import LotteryConfig, without_name
+from lottery.config import ConfigError, LotteryConfig, without_name
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.duration import steps
@@ -25,6 +25,7 @@ from lottery.core.hashing import digest, hash_inputs
 from lottery.core.layout import RunPaths
 from lottery.core.lr_schedule import lr_multiplier
 from lottery.core.pruning import Plan, PruningPlan
+from lottery.core.series import SeriesError, series_steps
 from lottery.data.datamodule import TensorDataModule
 from lottery.guard import check_output_folder, estimate_bytes
 from lottery.structured.plan import StructuredPlan
@@ -71,6 +72,7 @@ class Setup:
     # The network prepare() built, kept for a run that scores a pretrained model as loaded (loading is the slow part
     # of such a run: a dequantized GGUF takes seconds); None for runs that build a fresh network per level.
     loaded: torch.nn.Module | None = field(default=None, compare=False, repr=False)
+    series_steps: tuple[int, ...] = ()  # level 0's network kept at these steps (train.save_at, core/series.py)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -152,8 +154,13 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
     carved = TensorDataModule(splits, cfg.data.val_size, cfg.data.split_seed, batch, cfg.seed, augment=cfg.data.augment)
     spe = carved.steps_per_epoch  # durations in epochs need the carved training split
     total, rewind = (0, 0) if as_loaded else (steps(cfg.train.duration, spe), steps(cfg.rewind.step, spe))
+    series: tuple[int, ...] = ()
     if not as_loaded:
         check_steps(cfg, total, rewind)
+        try:
+            series = series_steps(cfg.train.save_at, total)
+        except SeriesError as err:
+            raise ConfigError(str(err)) from None
     datamodule = carved.replace(total_steps=total)
     h, inputs = experiment_hash(cfg)
     network = build_network(model_cfg, datamodule)
@@ -191,6 +198,7 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
         base_inputs=base_inputs,
         shapes={n: tuple(weights[n].shape) for n in plan.layers},
         loaded=network if as_loaded else None,
+        series_steps=series,
     )
     check_finetune(cfg, setup.lr_lambda()(total))
     num_parameters = sum(p.numel() for p in network.parameters())

@@ -109,6 +109,14 @@ class RunPaths:
         return self.seed_dir / "rewind.ckpt"
 
     @property
+    def series(self) -> Path:
+        """Level 0's network at the steps of train.save_at (lottery/core/series.py)."""
+        return self.seed_dir / "series"
+
+    def series_point(self, step: int) -> Path:
+        return self.series / f"step_{step}.ckpt"
+
+    @property
     def levels_csv(self) -> Path:
         return self.seed_dir / "levels.csv"
 

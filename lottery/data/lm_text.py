@@ -21,6 +21,8 @@ from typing import Any
 import torch
 
 from lottery.core.seeds import derive_seed
+from lottery.data.char_tokens import NAME as CHARS
+from lottery.data.char_tokens import Characters
 from lottery.data.lm_task import NextToken
 from lottery.data.splits import Splits
 from lottery.data.tasks import IGNORE
@@ -51,7 +53,8 @@ def check_lm_settings(settings: Any) -> None:
     if not settings.tokenizer:
         raise TextTaskError(
             "data=lm_text is tokenized by a pretrained model's tokenizer and data.tokenizer is empty (it follows "
-            "model.path); use model=hf model.path=<folder or hub id>"
+            "model.path); use model=hf model.path=<folder or hub id>, or data.tokenizer=chars (the text's own "
+            "characters) for a model trained from scratch (model=transformer)"
         )
     if settings.context < 2:
         raise TextTaskError(f"data.context={settings.context} must be >= 2 tokens (a token and the next), e.g. 128")
@@ -89,7 +92,10 @@ def load_lm(settings: Any) -> Splits:
     from lottery.data.text_icl import load_tokenizer  # transformers: imported on this path only
 
     check_lm_settings(settings)
-    tokenizer = load_tokenizer(str(settings.tokenizer), getattr(settings, "tokenizer_gguf", None))
+    if settings.tokenizer == CHARS:  # a model from scratch: the text's own characters (lottery/data/char_tokens.py)
+        tokenizer = Characters.of(settings.path)
+    else:
+        tokenizer = load_tokenizer(str(settings.tokenizer), getattr(settings, "tokenizer_gguf", None))
     docs = read_documents(settings.path)
     order = torch.randperm(len(docs), generator=torch.Generator().manual_seed(derive_seed(settings.data_seed, 0)))
     n_test = max(1, min(len(docs) - 1, round(settings.test_fraction * len(docs))))

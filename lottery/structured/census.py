@@ -76,7 +76,8 @@ def ffn_census(
     mask: torch.Tensor | Iterable[torch.Tensor] | None = None,
     zero_fraction: float = 0.999,
 ) -> dict[str, Any]:
-    """Dead FFN units per layer of `network` over `batches` of input ids (B, T), as the network's forward takes them.
+    """Dead FFN units per layer of `network` (a pretrained HFCausalLM, or lottery.models.Transformer) over `batches`
+    of input ids (B, T), as the network's forward takes them.
 
     `mask`: which tokens to count (bool, True for real tokens, False for padding): one (B, T) tensor when every
     batch has that shape, or an iterable of one per batch; None counts every token. Activations of every token are
@@ -87,12 +88,16 @@ def ffn_census(
     "dead", "units", "fraction", "dead_units"}], "dead_total", "units_total", "fraction"}; `relative` is null under
     the ReLU rule and `zero_fraction` null under the relative one, since each rule uses only its own threshold.
     """
-    name = activation_name(network.lm.config)
+    if hasattr(network, "lm"):
+        name = activation_name(network.lm.config)
+        gated = len(network.family.up) > 1  # SwiGLU, GeGLU: the down input is act(gate) * up, not act(up)
+        downs = [block.get_submodule(network.family.down) for block in network.decoder_layers()]
+    else:  # lottery.models.Transformer from scratch: a GELU MLP whose fc_out reads the hidden units
+        name, gated = "gelu", False
+        downs = [block.mlp.fc_out for block in network.blocks]
     zero_rule = name in ZERO_ACTIVATIONS
-    gated = len(network.family.up) > 1  # SwiGLU, GeGLU: the down input is act(gate) * up, not act(up)
     activation = f"{name}(gate) * up" if gated else name
-    layers = network.decoder_layers()
-    counters = [_Counter() for _ in layers]
+    counters = [_Counter() for _ in downs]
     current: dict[str, torch.Tensor | None] = {"keep": None}
 
     def hook_for(counter: _Counter):
@@ -101,10 +106,7 @@ def ffn_census(
 
         return hook
 
-    handles = [
-        block.get_submodule(network.family.down).register_forward_pre_hook(hook_for(c))
-        for block, c in zip(layers, counters, strict=True)
-    ]
+    handles = [down.register_forward_pre_hook(hook_for(c)) for down, c in zip(downs, counters, strict=True)]
     masks = _per_batch(mask)
     device = next(network.parameters()).device
     was_training = network.training

@@ -247,3 +247,48 @@ def transfer_figure(transfer: dict[str, Any], out: Path) -> None:
     fig.suptitle(f"pruned for {transfer['source']}, measured on other tasks and text")
     fig.tight_layout()
     save(fig, out)
+
+
+def plot_over_training(study: dict[str, Any], out: Path) -> None:
+    """Along the checkpoint series, against tokens per parameter (log scale): the removable fraction of each unit kind
+    by its scores, how well each point's ranking agrees with the final one (Spearman, beside random), and the
+    weights' perplexity at 50% density (unstructured and 2:4) over dense."""
+    plt = _plt()
+    points = study["points"]
+    x = [p["tokens_per_parameter"] for p in points]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    kinds = sorted({k for p in points for k in p["removable"] if k != "weights"})
+    for i, kind in enumerate(kinds):
+        for score in sorted({s for p in points for s in p["removable"].get(kind, {})}):
+            ys = [p["removable"].get(kind, {}).get(score) for p in points]
+            ys = [None if y is None else 100 * y for y in ys]
+            colour, marker, _ = STYLE.get(score, ("C5", ".", "-"))
+            line = ["-", "--", ":", "-."][i % 4]
+            axes[0].plot(x, ys, color=colour, marker=marker, ls=line, ms=3, label=f"{kind} by {score}")
+    axes[0].set_ylabel("removable within tolerance (%)")
+    for i, kind in enumerate(sorted({k for p in points for k in p["agreement"]})):
+        for score in sorted({s for p in points for s in p["agreement"].get(kind, {})}):
+            ys = [p["agreement"].get(kind, {}).get(score, {}).get("spearman") for p in points]
+            colour, marker, _ = STYLE.get(score, ("C5", ".", "-"))
+            line = ["-", "--", ":", "-."][i % 4]
+            axes[1].plot(x, ys, color=colour, marker=marker, ls=line, ms=3, label=f"{kind} by {score}")
+            random = [p["agreement"].get(kind, {}).get(score, {}).get("spearman_random") for p in points]
+            axes[1].plot(x, random, color=colour, ls=":", lw=0.6)
+    axes[1].axhline(0.8, color="k", lw=0.6, ls=":", label="Spearman 0.8")
+    axes[1].set_ylabel("Spearman with the final ranking (dotted: random, 95%)")
+    for score in sorted({s for p in points for s in p["weights"]}):
+        colour, marker, _ = STYLE.get(score, ("C5", ".", "-"))
+        for key, line in (("0.5", "-"), ("2:4", "--")):
+            ys = [p["weights"].get(score, {}).get(key, {}).get("perplexity_ratio") for p in points]
+            if any(y is not None for y in ys):
+                axes[2].plot(x, ys, color=colour, marker=marker, ls=line, ms=3, label=f"{score}, {key}")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("perplexity over dense at 50% of weights")
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.set_xlabel("tokens per parameter")
+        ax.grid(True, alpha=0.3, which="both")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6)
+    fig.suptitle(f"{study['model']['class']} ({study['model']['parameters']:,} parameters) along training", fontsize=9)
+    save(fig, out)

@@ -21,6 +21,7 @@ from lottery.core import artifacts
 from lottery.structured.grid import run_grid
 from lottery.structured.journal import Journal
 from lottery.structured.probe import Probe, Prompts
+from lottery.structured.series import run_series
 
 if TYPE_CHECKING:
     from lottery.structured.spec import StructuredSpec
@@ -39,6 +40,7 @@ def grid_on_level0(setup: StructuredSpec) -> dict[str, Any]:
     if path.is_file():
         previous = artifacts.read_json(path, "no-retrain results")
         if previous.get("settings") == settings:
+            run_series(setup, previous, settings)
             return previous
     network = setup.network()
     network.load_state_dict(artifacts.load_torch(setup.paths.level(0).weights, "trained level 0 weights"))
@@ -50,6 +52,7 @@ def grid_on_level0(setup: StructuredSpec) -> dict[str, Any]:
     artifacts.write_json(run, path.with_name("run.json"))
     artifacts.write_json(results, path)
     journal.finish()
+    run_series(setup, results, settings)  # the same study at each point of train.save_at, and over_training.json
     return results
 
 
@@ -85,6 +88,15 @@ def measure_scratch(
         say=say,
         journal=journal,
     )
+    if not test.x.is_floating_point() and test.targets.shape == test.x.shape:  # token prompts: a dead-unit census
+        from functools import partial
+
+        from lottery.structured.census import ffn_census
+        from lottery.structured.pretrained import census_batches
+
+        ids, real = census_batches(test, probe.batch_size)
+        census = partial(ffn_census, network, ids, relative=cfg.structured.census_relative, mask=real)
+        results["census"] = journal.value("census", census)
     results |= {"settings": settings, "data": {"name": cfg.data.name, "test_prompts": len(test)}}
     run = {"device": "cpu", "batch_size": probe.batch_size, "seconds": time.perf_counter() - started, "timing": timing}
     return results, run

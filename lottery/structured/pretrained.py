@@ -156,7 +156,7 @@ def measure(
         say=say,
         journal=journal,
     )
-    ids, real = _census_batches(test, batch)
+    ids, real = census_batches(test, batch)
     census = partial(ffn_census, network, ids, relative=cfg.structured.census_relative, mask=real)
     results["census"] = journal.value("census", census) if journal is not None else census()
     say(f"dead FFN units: {results['census']['dead_total']} of {results['census']['units_total']}")
@@ -174,7 +174,7 @@ def measure(
     return results, run
 
 
-def _census_batches(test: Prompts, batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def census_batches(test: Prompts, batch: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Input ids per batch, and the tokens that count: every token up to each prompt's last scored position."""
     at = test.targets != IGNORE
     last = torch.where(at, torch.arange(at.shape[1]), -1).max(1).values

@@ -68,7 +68,7 @@ def imp_summary(rows: list[dict[str, Any]], kinds: list[str], dense_acc: float, 
 
 
 def write_report(setup: StructuredSpec, no_retrain: dict[str, Any] | None) -> dict[str, Any]:
-    from lottery.structured.figures import plot_by_context, plot_curves, plot_survival
+    from lottery.structured.figures import plot_by_context, plot_curves, plot_survival, plot_weights
 
     paths, plan = setup.paths, setup.plan
     tolerance = setup.cfg.ticket.match_tolerance
@@ -92,6 +92,10 @@ def write_report(setup: StructuredSpec, no_retrain: dict[str, Any] | None) -> di
     }
     if no_retrain is not None:
         report["no_retrain"] = no_retrain_section(no_retrain, dense["acc"], tolerance)
+        report |= weights_part(no_retrain)
+        if "weights" in no_retrain:
+            report["unit_totals"]["weights"] = no_retrain["totals"]["weights"]
+            report["model"] = {"family": type(setup.network()).__name__}
     branches = {branch_of(b): level_dirs(b) for b in branch_dirs(paths.seed_dir)}
     if len(trunk) > 1 or any(branches.values()):
         kinds = list(plan.kinds)
@@ -110,7 +114,21 @@ def write_report(setup: StructuredSpec, no_retrain: dict[str, Any] | None) -> di
     plot_survival(report, no_retrain, paths.seed_dir / "heads_survival.png")
     if dense["by_context"] is not None:  # tasks without numbers of demonstrations have none
         plot_by_context(report, no_retrain, paths.seed_dir / "icl_by_context.png")
+    if "weights" in report:
+        plot_weights(report, paths.seed_dir / "weights.png")
     return report
+
+
+def weights_part(results: dict[str, Any]) -> dict[str, Any]:
+    """The weights kind's report entries (lottery/structured/weights.py): what was pruned and the N:M points."""
+    if "weights" not in results:
+        return {}
+    drop = ("hits", "tokens", "by_context")
+    patterns = {
+        pattern: {sc: {k: v for k, v in p.items() if k not in drop} for sc, p in by.items()}
+        for pattern, by in results["weight_patterns"].items()
+    }
+    return {"weights": results["weights"], "weight_patterns": patterns}
 
 
 def no_retrain_section(results: dict[str, Any], dense_acc: float, tolerance: float) -> dict[str, Any]:
@@ -180,13 +198,7 @@ def write_pretrained_report(setup: StructuredSpec, results: dict[str, Any], trac
         report["run"] = artifacts.read_json(run_file, "no-retrain run record")
     if "combined" in results:
         report["combined"] = {k: v for k, v in results["combined"].items() if k != "ffn_scores"}
-    if "weights" in results:
-        drop = ("hits", "tokens", "by_context")
-        report["weights"] = results["weights"]
-        report["weight_patterns"] = {
-            pattern: {sc: {k: v for k, v in p.items() if k not in drop} for sc, p in by.items()}
-            for pattern, by in results["weight_patterns"].items()
-        }
+    report |= weights_part(results)
     artifacts.write_json(report, seed_dir / "structured.json")
     figures = {
         "curves": seed_dir / "heads_curve.png",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,7 @@ class LevelCheckpoints(L.Callback):
         seconds: float | None = None,
         rewinds: Sequence[Path] | None = None,
         rewind_step: int = 0,
+        series: Mapping[int, Sequence[Path]] | None = None,
     ) -> None:
         self.resumes, self.rewinds = list(resumes), None if rewinds is None else list(rewinds)
         self.scratch = Path(scratch)
@@ -236,6 +237,7 @@ class LevelCheckpoints(L.Callback):
         self.every = None if every is None else max(1, every)
         self.seconds = seconds
         self.rewind_step = rewind_step
+        self.series = dict(series or {})  # step -> each replica's series point (train.save_at; level 0 only)
         self._last = time.perf_counter()
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -247,6 +249,10 @@ class LevelCheckpoints(L.Callback):
         step = trainer.global_step
         if self.rewinds is not None and self.rewind_step > 0 and step == self.rewind_step:
             save_split(trainer, self.rewinds, self.scratch, self.stacked)
+        if step in self.series:  # a whole checkpoint: the weights at this step, and a run could resume from it
+            for path in self.series[step]:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            save_split(trainer, self.series[step], self.scratch, self.stacked)
         if step >= self.total_steps:
             return  # the finished level writes its weights; a checkpoint here would only be deleted
         due = self.every is not None and step % self.every == 0

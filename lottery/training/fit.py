@@ -188,7 +188,7 @@ def fit_stack(setups: Sequence[RunSpec], fits: Sequence[LevelFit], trackers: Seq
             ],
             batches=[_batches(d, s) for d, s in zip(datamodules, setups, strict=True)],
             periods=(first.checkpoint_every, *(getattr(c, "every", None) for c in spec.callbacks)),
-            marks=(first.rewind_step,) if spec.capture_rewind else (),
+            marks=(first.rewind_step, *first.series_steps) if spec.capture_rewind else (),
         )
         module.fit_device = device  # Lightning moves the module to the CPU after fit; finish_level moves it back
         module.threads = cfg.trainer.threads
@@ -250,6 +250,9 @@ def make_trainer(
         seconds=cfg.train.checkpoint_seconds,
         rewinds=[s.paths.rewind for s in setups] if spec.capture_rewind else None,
         rewind_step=first.rewind_step,
+        series={n: [s.paths.series_point(n) for s in setups] for n in first.series_steps}
+        if spec.capture_rewind
+        else {},
     )
     callbacks: list[L.Callback] = [*spec.callbacks, checkpoints]
     # trainer.progress_bar draws the bar on a terminal only; a log file gets the per-level lines (progress.py)
