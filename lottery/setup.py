@@ -20,6 +20,7 @@ from lottery import data as datasets
 from lottery.config import ConfigError, LotteryConfig, without_name
 from lottery.core import artifacts
 from lottery.core import masks as M
+from lottery.core.artifacts import ArtifactError
 from lottery.core.duration import steps
 from lottery.core.hashing import digest, hash_inputs
 from lottery.core.layout import RunPaths
@@ -31,6 +32,7 @@ from lottery.guard import check_output_folder, estimate_bytes
 from lottery.structured.plan import StructuredPlan
 from lottery.structured.pretrained import scores_as_loaded
 from lottery.structured.scoring import UnitScorer
+from lottery.structured.series import check_series
 from lottery.validate import (
     check_augment,
     check_finetune,
@@ -204,6 +206,10 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
     num_parameters = sum(p.numel() for p in network.parameters())
     # Scoring as loaded writes scores and curves only (kilobytes); anything else writes weights per level.
     check_claim(setup.paths, inputs)  # reads only: a refusal leaves the output folder exactly as it was
+    try:
+        check_series(setup.paths, series, network)  # reads only, as check_claim
+    except ArtifactError as err:
+        raise ConfigError(str(err)) from None
     check_output_folder(setup.paths.seed_dir, 1 << 20 if as_loaded else estimate_bytes(num_parameters, setup.levels))
     claim(setup.paths, inputs)
     return setup

@@ -36,13 +36,14 @@ from lottery.data.tasks import IGNORE
 from lottery.structured.journal import Journal
 
 if TYPE_CHECKING:
+    from lottery.core.layout import RunPaths
     from lottery.structured.spec import StructuredSpec
 
 SETTLED = 0.8  # Spearman at which a point's ranking "agrees" with the final one
 RANKED = ("magnitude", "gradient", "single", "token_gradient", "angular")  # scores whose rankings are compared
 
 
-class SeriesError(artifacts.ArtifactError):
+class SeriesPointError(artifacts.ArtifactError):
     pass
 
 
@@ -52,6 +53,44 @@ def point_weights(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix(artifacts.PREFIX): v for k, v in state.items()}
 
 
+def check_series(paths: RunPaths, steps: tuple[int, ...], network: torch.nn.Module) -> None:
+    """Run by setup.prepare before anything is written: every point that level 0 has already trained past is on disk,
+    and every point on disk holds this network's weights (names and shapes); a refusal names the file or the steps."""
+    if not steps:
+        return
+    level0 = paths.level(0)
+    passed = math.inf if level0.done else _step_of(level0.last_checkpoint)
+    missing = [n for n in steps if n <= passed and not paths.series_point(n).is_file()]
+    if missing:
+        raise SeriesPointError(
+            f"train.save_at asks for steps {missing}, which {paths.series} does not hold: level 0 was trained past "
+            f"them before they were asked for; train level 0 again (delete {level0.dir} and {paths.rewind}) or "
+            "leave those steps out of train.save_at"
+        )
+    expected = {k: tuple(v.shape) for k, v in network.state_dict().items()}
+    for n in steps:
+        path = paths.series_point(n)
+        if not path.is_file():
+            continue
+        try:
+            got = {k: tuple(v.shape) for k, v in point_weights(path).items()}
+        except (artifacts.ArtifactError, KeyError, AttributeError, TypeError) as err:
+            raise SeriesPointError(f"{path} is not a training checkpoint ({err}); train level 0 again") from None
+        if got != expected:
+            diff = sorted(set(got.items()) ^ set(expected.items()))[:3]
+            raise SeriesPointError(
+                f"{path} holds another network's weights than this run's {type(network).__name__} (first differences: "
+                f"{diff}); it was not written by this run: delete it and train level 0 again"
+            )
+
+
+def _step_of(checkpoint: Path) -> float:
+    """The step a level's resume checkpoint was saved at (0 without one)."""
+    if not checkpoint.is_file():
+        return 0
+    return artifacts.load_torch(checkpoint, "resume checkpoint").get("global_step", 0)
+
+
 def run_series(setup: StructuredSpec, final: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any] | None:
     """Every series point's study and over_training.json (None when train.save_at keeps no point)."""
     from lottery.reports.console import say
@@ -59,13 +98,7 @@ def run_series(setup: StructuredSpec, final: dict[str, Any], settings: dict[str,
     steps = setup.series_steps
     if not steps:
         return None
-    missing = [n for n in steps if not setup.paths.series_point(n).is_file()]
-    if missing:
-        raise SeriesError(
-            f"train.save_at asks for steps {missing}, which {setup.paths.series} does not hold: level 0 was trained "
-            "before they were asked for; train level 0 again (delete "
-            f"{setup.paths.level(0).dir} and {setup.paths.rewind}) or leave those steps out of train.save_at"
-        )
+    check_series(setup.paths, steps, setup.network())  # as prepare did: the points training was to write are there
     results = {}
     for n in steps:
         folder = setup.paths.seed_dir / "no_retrain" / "series" / f"step_{n}"
