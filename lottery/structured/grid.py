@@ -27,7 +27,6 @@ scored again on that model (gradient) and removed on top of it.
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from lottery.core.seeds import derive_seed
 from lottery.core.unit_scores import magnitude_scores
 from lottery.core.units import UnitLayout, keep_top, random_scores
 from lottery.structured.journal import Journal, memory
+from lottery.structured.points import mean_point
 from lottery.structured.probe import Probe, Prompts
 
 APPLIES = {
@@ -117,31 +117,6 @@ def removable(points: Sequence[tuple[float, float]], dense_acc: float, tolerance
 def meaningful(dense_acc: float, chance: float, margin: float) -> bool:
     """Whether 'removable within tolerance' means anything: a model at chance loses nothing by losing any unit."""
     return dense_acc - chance >= margin
-
-
-def mean_point(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """One grid point from one or more evaluations (random draws): means and spreads, and per prompt the mean hits
-    over the draws (what the interval resamples)."""
-    accs, losses = [p["acc"] for p in points], [p["loss"] for p in points]
-    out = {
-        "acc": statistics.fmean(accs),
-        "acc_sd": statistics.stdev(accs) if len(accs) > 1 else 0.0,
-        "loss": statistics.fmean(losses),
-        "loss_sd": statistics.stdev(losses) if len(losses) > 1 else 0.0,
-        "by_context": None,
-    }
-    if "hits" in points[0]:
-        out["hits"] = [statistics.fmean(h) for h in zip(*(p["hits"] for p in points), strict=True)]
-    if len(points) > 1:
-        out["draws_acc"] = accs
-    contexts = [p["by_context"] for p in points]
-    if contexts[0] is not None:
-        out["by_context"] = {
-            "examples": contexts[0]["examples"],
-            "acc": [statistics.fmean(c["acc"][i] for c in contexts) for i in range(len(contexts[0]["acc"]))],
-            "count": contexts[0]["count"],
-        }
-    return out
 
 
 @dataclass(frozen=True)

@@ -33,27 +33,34 @@ SCRATCH_BATCH = 256  # prompts per pass for a network from scratch (memory only:
 
 
 def grid_on_level0(setup: StructuredSpec) -> dict[str, Any]:
-    from lottery.structured.pretrained import measure, settings_of
+    from lottery.structured.pretrained import settings_of
 
     path = setup.paths.seed_dir / "no_retrain" / "results.json"
     settings = settings_of(setup) | {"weights": "level_0 (trained)", "evaluator": "probe"}
     if path.is_file():
         previous = artifacts.read_json(path, "no-retrain results")
         if previous.get("settings") == settings:
-            run_series(setup, previous, settings)
+            run_series(setup, previous, settings, study_of)
             return previous
     network = setup.network()
     network.load_state_dict(artifacts.load_torch(setup.paths.level(0).weights, "trained level 0 weights"))
     journal = Journal(path.with_name("partial.json"), settings)
-    if setup.cfg.model.name == "hf":
-        results, run = measure(setup, settings, journal, network=network)
-    else:
-        results, run = measure_scratch(setup, settings, journal, network)
+    results, run = study_of(setup, settings, journal, network)
     artifacts.write_json(run, path.with_name("run.json"))
     artifacts.write_json(results, path)
     journal.finish()
-    run_series(setup, results, settings)  # the same study at each point of train.save_at, and over_training.json
+    run_series(setup, results, settings, study_of)  # the same study at each point of train.save_at
     return results
+
+
+def study_of(setup: StructuredSpec, settings: dict[str, Any], journal: Journal, network: torch.nn.Module):
+    """(results, run) of one trained network: a fine-tuned pretrained model as the study as loaded, a network from
+    scratch by its task's own metrics."""
+    from lottery.structured.pretrained import measure
+
+    if setup.cfg.model.name == "hf":
+        return measure(setup, settings, journal, network=network)
+    return measure_scratch(setup, settings, journal, network)
 
 
 def measure_scratch(

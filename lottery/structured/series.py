@@ -24,6 +24,7 @@ parameter. Tokens: steps x batch size x tokens per training example (a text wind
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from lottery.core.layout import RunPaths
     from lottery.structured.spec import StructuredSpec
 
+# the study of one network: (setup, settings, journal, network) -> (results, run)
+Measure = Callable[[Any, dict[str, Any], Journal, torch.nn.Module], tuple[dict[str, Any], dict[str, Any]]]
 SETTLED = 0.8  # Spearman at which a point's ranking "agrees" with the final one
 RANKED = ("magnitude", "gradient", "single", "token_gradient", "angular")  # scores whose rankings are compared
 
@@ -91,8 +94,11 @@ def _step_of(checkpoint: Path) -> float:
     return artifacts.load_torch(checkpoint, "resume checkpoint").get("global_step", 0)
 
 
-def run_series(setup: StructuredSpec, final: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any] | None:
-    """Every series point's study and over_training.json (None when train.save_at keeps no point)."""
+def run_series(
+    setup: StructuredSpec, final: dict[str, Any], settings: dict[str, Any], measure: Measure
+) -> dict[str, Any] | None:
+    """Every series point's study and over_training.json (None when train.save_at keeps no point); `measure` is the
+    final network's study (lottery/structured/level0.py), run on each point's weights."""
     from lottery.reports.console import say
 
     steps = setup.series_steps
@@ -102,7 +108,7 @@ def run_series(setup: StructuredSpec, final: dict[str, Any], settings: dict[str,
     results = {}
     for n in steps:
         folder = setup.paths.seed_dir / "no_retrain" / "series" / f"step_{n}"
-        results[n] = _point(setup, n, folder, settings | {"series_step": n}, say)
+        results[n] = _point(setup, n, folder, settings | {"series_step": n}, measure, say)
     study = summarise(setup, results, final)
     artifacts.write_json(study, setup.paths.seed_dir / "over_training.json")
     from lottery.structured.figures import plot_over_training
@@ -111,10 +117,7 @@ def run_series(setup: StructuredSpec, final: dict[str, Any], settings: dict[str,
     return study
 
 
-def _point(setup: StructuredSpec, step: int, folder: Path, settings: dict[str, Any], say) -> dict[str, Any]:
-    from lottery.structured.level0 import measure_scratch
-    from lottery.structured.pretrained import measure
-
+def _point(setup, step: int, folder: Path, settings: dict[str, Any], measure: Measure, say) -> dict[str, Any]:
     path = folder / "results.json"
     if path.is_file():
         previous = artifacts.read_json(path, "series point results")
@@ -125,10 +128,7 @@ def _point(setup: StructuredSpec, step: int, folder: Path, settings: dict[str, A
     network.load_state_dict(point_weights(setup.paths.series_point(step)))
     folder.mkdir(parents=True, exist_ok=True)
     journal = Journal(folder / "partial.json", settings)
-    if setup.cfg.model.name == "hf":
-        results, run = measure(setup, settings, journal, network=network)
-    else:
-        results, run = measure_scratch(setup, settings, journal, network)
+    results, run = measure(setup, settings, journal, network)
     artifacts.write_json(run, folder / "run.json")
     artifacts.write_json(results, path)
     journal.finish()

@@ -34,8 +34,9 @@ import torch
 from lottery.core import artifacts
 from lottery.core.intervals import Resamples
 from lottery.core.seeds import derive_seed
-from lottery.structured.grid import GridSettings, mean_point, meaningful, removable, removals
+from lottery.structured.grid import GridSettings, meaningful, removable, removals
 from lottery.structured.journal import Journal
+from lottery.structured.points import mean_point
 
 if TYPE_CHECKING:
     from lottery.structured.probe import Probe, Prompts

@@ -28,6 +28,7 @@ from torch import nn
 
 from lottery.core.sparsity import WITHIN, density, mask_for, parse_pattern, wanda_scores
 from lottery.data.tasks import IGNORE
+from lottery.structured.points import mean_point
 from lottery.structured.probe import Probe, Prompts
 
 KIND = "weights"
@@ -245,8 +246,6 @@ def weight_curves(
 ) -> dict[str, Any]:
     """Every score's curve over the grid (unstructured) and its N:M points, each with accuracy, loss, perplexity and
     their intervals on the study's resamples, and the exact density reached."""
-    from lottery.structured.grid import mean_point
-
     scores = [sc for sc in s.scores if s.applies(KIND, sc)]
     dense = clock.kept(journal, "weights/dense", lambda: probe.evaluate(test, nll=True))
     for pattern in patterns:
