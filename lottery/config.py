@@ -367,6 +367,10 @@ class StructuredConfig:
     # fraction, beside random removal; transfer_scores: the scores whose removals are measured (null: every one)
     transfer: list[str] = field(default_factory=list, metadata=NO_HASH)
     transfer_scores: list[str] | None = field(default=None, metadata=NO_HASH)
+    # Pretrained no_retrain along the model's own training (lottery/structured/checkpoints.py): earlier checkpoints as
+    # "<folder>@<tokens seen>", each studied as model.path is, and the tokens model.path itself saw
+    checkpoints: list[str] = field(default_factory=list, metadata=NO_HASH)
+    final_tokens: float | None = field(default=None, metadata=NO_HASH)
     transfer_windows: int = field(default=64, metadata=NO_HASH)  # held-out windows of each text
     transfer_context: int = field(default=128, metadata=NO_HASH)  # tokens per window
     # Pretrained no_retrain: prompts per forward (and backward) pass; null: the most that fit in memory_gb (GiB) with

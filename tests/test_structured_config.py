@@ -71,6 +71,8 @@ def test_schema_defaults_are_pinned():
         "weight_patterns": ["2:4"],
         "transfer": [],
         "transfer_scores": None,
+        "checkpoints": [],
+        "final_tokens": None,
         "transfer_windows": 64,
         "transfer_context": 128,
     }

@@ -209,3 +209,47 @@ def test_bad_weight_settings_are_refused_before_anything_loads_or_is_written(run
         with pytest.raises(ConfigError, match=message):
             run_tiny(*base, *extra, root=root)
         assert not root.exists()
+
+
+def test_a_pretrained_model_s_own_checkpoints_are_studied_as_a_series_and_bad_ones_refused(run_tiny, tmp_path):
+    from lottery.config import ConfigError
+
+    folders = [save_model(tmp_path / f"ckpt{i}", "llama", seed=i) for i in range(3)]  # the same architecture
+    for f in folders:
+        save_tokenizer(f, WORDS)
+    other = save_model(tmp_path / "other", "llama", kv_heads=2)
+    gen = torch.Generator().manual_seed(0)
+    docs = [" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (40,), generator=gen)) for _ in range(12)]
+    text = tmp_path / "text.txt"
+    text.write_text("\n\n".join(docs))
+    base = [
+        "model=hf", f"model.path={folders[2]}", "data=lm_text", f"data.path={text}", "data.context=16",
+        "data.val_size=4", "pruning.strategy=structured", "structured.procedure=no_retrain",
+        "structured.grid_units=[heads,weights]", "structured.grid_scores=[magnitude,gradient,wanda]",
+        "structured.grid=[0.25,0.5]", "structured.score_examples=8", "structured.bootstrap=200",
+        "structured.final_tokens=4e3",
+    ]  # fmt: skip
+    root = tmp_path / "refused"
+    for extra, message in (
+        ([f"structured.checkpoints=[{other}@1e3]"], r"not a checkpoint of model.path's architecture: .*key_value"),
+        ([f"structured.checkpoints=[{folders[1]}@2e3,{folders[0]}@1e3]"], "must increase"),
+        ([f"structured.checkpoints=[{folders[0]}]"], r"is not <folder>@<tokens seen>"),
+        ([f"structured.checkpoints=[{tmp_path}@1e3]"], "holds no config.json"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            run_tiny(*base, *extra, root=root)
+        assert not root.exists()
+    rows, seed_dir = run_tiny(*base, f"structured.checkpoints=[{folders[0]}@1e3,{folders[1]}@2e3]")
+    study = json.loads((seed_dir / "over_training.json").read_text())
+    points = study["points"]
+    assert [p["checkpoint"] for p in points] == [str(f) for f in folders]
+    assert [p["tokens"] for p in points] == [1e3, 2e3, 4e3] and [p["final"] for p in points] == [False, False, True]
+    assert points[0]["tokens_per_parameter"] == 1e3 / study["model"]["parameters"]
+    for p, name in zip(points[:2], ("ckpt0", "ckpt1"), strict=True):
+        results = json.loads((seed_dir / "no_retrain" / "series" / name / "results.json").read_text())
+        assert p["removable"] == results["removable"] and results["model"]["path"] == str(folders[int(name[-1])])
+        assert p["weights"]["wanda"]["0.5"]["density"] == 0.5
+    final = json.loads((seed_dir / "no_retrain" / "results.json").read_text())
+    assert points[2]["dense"]["loss"] == final["dense"]["loss"]
+    assert points[2]["agreement"]["heads"]["gradient"]["spearman"] == pytest.approx(1.0)
+    assert (seed_dir / "over_training.png").is_file()

@@ -159,10 +159,12 @@ def check_structured(cfg: LotteryConfig) -> None:
         raise ConfigError(f"structured.confidence={s.confidence} must lie in [0.5, 1), e.g. 0.95")
     if s.bootstrap < 100:
         raise ConfigError(f"structured.bootstrap={s.bootstrap} resamples are too few for an interval; use >= 100")
+    from lottery.structured import checkpoints
     from lottery.structured.transfer import TransferError, check
 
     try:
         check(cfg)
+        checkpoints.check(cfg)
     except (TransferError, ValueError) as err:
         raise ConfigError(str(err)) from None
     if cfg.pruning.strategy != "structured":

@@ -110,6 +110,9 @@ def run_pretrained(setup: StructuredSpec, tracker: Tracker | None = None) -> dic
         artifacts.write_json(run, path.with_name("run.json"))  # before results.json: a finished study has both
         artifacts.write_json(results, path)
         journal.finish()
+    from lottery.structured.checkpoints import run_checkpoints
+
+    run_checkpoints(setup, results, settings)  # structured.checkpoints: the same study along the model's training
     return write_pretrained_report(setup, results, tracker)
 
 

@@ -149,23 +149,9 @@ def summarise(setup: StructuredSpec, by_step: dict[int, dict[str, Any]], final: 
     network = setup.network()
     parameters = sum(p.numel() for p in network.parameters())
     per_step = setup.cfg.train.batch_size * tokens_per_example(dm)
-    points = [(n, r, False) for n, r in sorted(by_step.items())] + [(setup.total_steps, final, True)]
-    records = []
-    for n, r, is_final in points:
-        tokens = n * per_step
-        records.append(
-            {
-                "step": n,
-                "tokens": tokens,
-                "tokens_per_parameter": tokens / parameters,
-                "final": is_final,
-                "dense": _dense(r),
-                "removable": r.get("removable", {}),
-                "weights": _weights(r),
-                "dead_units": _dead(r),
-                "agreement": _agreement(r, final, setup.cfg.seed),
-            }
-        )
+    points = [({"step": n}, n * per_step, r) for n, r in sorted(by_step.items())]
+    points.append(({"step": setup.total_steps}, setup.total_steps * per_step, final))
+    records = point_records(points, parameters, final, setup.cfg.seed)
     return {
         "model": {"name": setup.cfg.model.name, "parameters": parameters, "class": type(network).__name__},
         "data": {"name": setup.cfg.data.name, "path": getattr(setup.cfg.data, "path", None)},
@@ -179,6 +165,26 @@ def summarise(setup: StructuredSpec, by_step: dict[int, dict[str, Any]], final: 
         "settles": settles(records),
         "cost": _cost(setup, by_step, final),
     }
+
+
+def point_records(
+    points: list[tuple[dict[str, Any], float, dict[str, Any]]], parameters: int, final: dict[str, Any], seed: int
+) -> list[dict[str, Any]]:
+    """One record per (what names the point, tokens seen, its study's results); the last point is the final one."""
+    return [
+        name
+        | {
+            "tokens": tokens,
+            "tokens_per_parameter": tokens / parameters,
+            "final": i == len(points) - 1,
+            "dense": _dense(r),
+            "removable": r.get("removable", {}),
+            "weights": _weights(r),
+            "dead_units": _dead(r),
+            "agreement": _agreement(r, final, seed),
+        }
+        for i, (name, tokens, r) in enumerate(points)
+    ]
 
 
 def _dense(r: dict[str, Any]) -> dict[str, Any]:
@@ -232,7 +238,7 @@ def settles(records: list[dict[str, Any]]) -> dict[str, dict[str, int | None]]:
             rho = r["agreement"].get(kind, {}).get(score, {}).get("spearman")
             if rho is None or not rho >= SETTLED:
                 break
-            first = r["step"]
+            first = r.get("step", r.get("checkpoint"))
         out.setdefault(kind, {})[score] = first
     return out
 
