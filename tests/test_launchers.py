@@ -218,3 +218,15 @@ def test_slurm_cohorts_over_several_ranks_are_refused_before_submission(tmp_path
     err = capsys.readouterr().err
     assert "would start 4 ranks" in err and "hydra.launcher.cohorts=false" in err
     assert not (tmp_path / "default").exists()
+
+
+@pytest.mark.parametrize("launcher", ["basic", "cohort"])
+def test_a_sweep_with_one_bad_job_is_refused_before_any_job_starts(tmp_path, launcher):
+    """hydra/sweeper=lottery composes and checks every job first: the good jobs before the bad ones do not train."""
+    sweep = (f"launcher={launcher}", "seed=0,1", "optim.lr=0.001,-1", "train.duration=10it")
+    proc = lottery("-m", *tiny(tmp_path / "out", *sweep), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "2 of the sweep's 4 jobs are refused, so none was started" in proc.stderr
+    assert "job 1 (seed=0 optim.lr=-1" in proc.stderr and "job 3 (seed=1 optim.lr=-1" in proc.stderr
+    assert "Invalid learning rate: -1.0" in proc.stderr
+    assert not (tmp_path / "out").exists()  # no folder of any job, not even Hydra's multirun log
