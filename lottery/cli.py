@@ -91,6 +91,9 @@ def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
     use_threads(settings.trainer.threads)
     distributed.join(settings.trainer)
     if launch.rank == 0:
+        bound = settings.trainer.wait_timeout
+        if cfg.lock_timeout is None or cfg.lock_timeout > bound:
+            cfg.lock_timeout = bound  # the followers stop after wait_timeout: rank 0 waits on a lock no longer
         return distributed.lead(lambda: run_job(cfg))
     print(f"rank {launch.rank} of {launch.world_size} ({launch.launcher}): training the fits rank 0 sends", flush=True)
     distributed.follow(launch)
@@ -158,11 +161,16 @@ def announce(settings: Any) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> None:
+    from lottery.training.distributed import WaitTimeout
+
     try:
         run_config(cfg)
     except user_errors() as err:
         print(f"lottery: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except WaitTimeout as err:  # another rank of a cluster launch is lost: this one stops, saying so
+        print(f"lottery: error: {err}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -268,6 +268,11 @@ class TrainerConfig:
     # Machines of a trainer=ddp run whose ranks a cluster launcher starts (torchrun, srun): num_nodes x devices
     # processes in all, each running the `lottery` command (training/distributed.py). 1: this machine only.
     num_nodes: int = 1
+    # Seconds any rank of a cluster launch (torchrun, srun) waits for another before it stops with a message naming
+    # itself, what it waited for and this setting: a follower for rank 0's next fit (rank 0 prunes, rewinds and reports
+    # between fits meanwhile), every rank inside a fit for the others' gradients, rank 0 for a trunk lock. A lost or
+    # frozen rank then ends every other rank within this bound, not a week. Raise it when work between fits is longer.
+    wait_timeout: float = field(default=1800.0, metadata=NO_HASH)
     deterministic: bool = True  # bit-identical resumes on CPU need deterministic kernels
     progress_bar: bool = True
     # torch intra-op threads of this process; null: torch's default, one per core (conf/trainer/cpu.yaml sets 1).

@@ -204,6 +204,11 @@ def check_cluster(cfg: LotteryConfig, launch: ClusterLaunch | None) -> None:
     """The trainer against the ranks a cluster launcher (torchrun, srun) started, on every rank alike, before any
     rank waits for another."""
     t = cfg.trainer
+    if not t.wait_timeout > 0:
+        raise ConfigError(
+            f"trainer.wait_timeout={t.wait_timeout} must be a positive number of seconds a rank of a cluster launch "
+            "waits for another before it stops, e.g. 1800"
+        )
     if launch is None:
         if t.num_nodes > 1:
             raise ConfigError(

@@ -218,3 +218,69 @@ def test_a_cohort_is_one_submitit_task_that_resumes_after_its_time_limit(tmp_pat
     }
     assert sizes == {2}
     assert_identical(study_artifacts(tmp_path), local_study)
+
+
+FREEZE_SCRIPT = Path(__file__).with_name("freeze_rank.py")
+WAIT = 15  # trainer.wait_timeout of the freeze tests, seconds
+SLACK = 60  # beyond it, for the error to travel and the processes to exit on a loaded 2-core machine
+
+
+@pytest.mark.parametrize(
+    ("frozen", "when", "waited_for"),
+    [
+        (0, "between", "rank 0's next message"),  # rank 0 lost while the follower waits for its next fit
+        (1, "inside:30", "the other ranks inside a fit"),  # a follower lost while rank 0 waits for its gradients
+    ],
+)
+def test_a_frozen_rank_ends_every_other_rank_within_wait_timeout(tmp_path, frozen, when, waited_for):
+    """A rank frozen with its sockets open (SIGSTOP: a node lost without closing them) is waited for at most
+    trainer.wait_timeout: the other node's command ends with a message naming its rank, what it waited for and the
+    setting, within the bound plus a stated slack, instead of the week the control group used to allow."""
+    import signal
+    import time
+
+    stamp = tmp_path / "frozen_at"
+    command = [
+        str(BIN / "torchrun"), "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=localhost:{free_port()}", str(FREEZE_SCRIPT), str(frozen), when, str(stamp),
+        *tiny(tmp_path, *SETTINGS, *TWO_NODES, f"trainer.wait_timeout={WAIT}"),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_"))}
+    procs = [
+        subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+        )  # fmt: skip
+        for _ in (0, 1)
+    ]
+    try:
+        deadline = time.time() + 400
+        while not stamp.exists() and time.time() < deadline and all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        assert stamp.exists(), "\n".join(p.communicate(timeout=60)[0][-3000:] for p in procs if p.poll() is not None)
+        frozen_at = float(stamp.read_text())
+        ended = None
+        while ended is None and time.time() < frozen_at + WAIT + SLACK:
+            ended = next((p for p in procs if p.poll() is not None), None)
+            time.sleep(0.5)
+        assert ended is not None, f"no command ended within wait_timeout={WAIT} s + {SLACK} s of the freeze"
+        ended_after = time.time() - frozen_at
+        out = ended.communicate(timeout=30)[0]
+        assert ended.returncode != 0 and ended_after >= WAIT - 1, (ended_after, out[-3000:])
+        other = 1 - frozen
+        assert f"lottery: error: rank {other} waited for {waited_for}" in out, out[-3000:]
+        assert f"trainer.wait_timeout={WAIT:g} s" in out and "raise trainer.wait_timeout" in out
+    finally:
+        for p in procs:  # the frozen rank's command is still there, stopped: end it and its rank
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=30)
+
+
+def test_a_wait_timeout_that_is_not_positive_is_refused():
+    from omegaconf import OmegaConf
+
+    from lottery.validate import validate
+
+    settings = OmegaConf.to_object(compose_config(["trainer.wait_timeout=0"]))
+    with pytest.raises(ConfigError, match=r"trainer.wait_timeout=0.0 must be a positive number of seconds"):
+        validate(settings)

@@ -16,6 +16,21 @@ run `Trainer.fit` together (Lightning's torchelastic or SLURM environment gives 
 cluster's, so Lightning launches none). After the job rank 0 sends "stop" (or "failed", if the driver raised), and
 the followers return. A fit's resume checkpoint, written by rank 0, is read by every rank from the shared `root`.
 
+**Every wait is bounded** by `trainer.wait_timeout` seconds (30 minutes by default): the process group's collectives
+(a fit's gradients) and the messages alike. A rank that waits longer stops with a message naming itself, what it
+waited for and the setting, so a rank 0 lost without closing its sockets, a frozen follower, or a rank 0 stuck on a
+trunk lock ends every other rank within the bound instead of holding a cluster's GPUs idle. A rank that dies outright
+closes its sockets and the others stop at once.
+
+Why rank 0 drives and the others follow, rather than Lightning's usual shape (every rank runs the same deterministic
+loop, only rank 0 writes, ranks meet at barriers): the loop between fits is not one that every rank can repeat
+cheaply and identically. It reads and writes the shared output folder (locks, claims, resume decisions from files a
+crashed run left), scores units on the scoring prompts (structured runs), and runs reports and branch analyses; on
+every rank these would race on the shared `root` or need a barrier after each, and any difference between ranks (a
+file seen by one node's filesystem cache and not another's) would silently desynchronise the masks. One driver makes
+each decision once; the followers only train what they are sent. The cost is sending each fit's module, which today
+carries its data (see the README's limits).
+
 Each rank trains on its own slice of every global batch (lottery/data/batches.py), so `train.batch_size` stays the
 global batch and a DDP run follows the single-process run up to floating-point summation order; the two modes with
 the same number of ranks sum in the same order.
@@ -73,6 +88,13 @@ def strategy(trainer_cfg: Any) -> Any:
 _control: list[Any] = []  # the gloo group the messages travel on, once joined
 
 
+_wait: list[float] = []  # trainer.wait_timeout of this launch, once joined
+
+
+class WaitTimeout(RuntimeError):
+    """A rank of a cluster launch waited longer than trainer.wait_timeout for another."""
+
+
 def join(trainer_cfg: Any) -> None:
     """Join the cluster's process group (the one Lightning's DDP then uses: it skips its own initialisation when one
     exists) and a gloo group for the driver's messages, which are pickled Python objects (NCCL carries tensors only).
@@ -83,40 +105,79 @@ def join(trainer_cfg: Any) -> None:
     if _control:
         return
     env = TorchElasticEnvironment() if TorchElasticEnvironment.detect() else SLURMEnvironment()
+    bound = timedelta(seconds=trainer_cfg.wait_timeout)
     if not dist.is_initialized():
         os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = env.main_address, str(env.main_port)
         backend = "nccl" if trainer_cfg.accelerator in ("gpu", "cuda") else "gloo"
-        dist.init_process_group(backend, rank=env.global_rank(), world_size=env.world_size())
-    # No collective timeout on the messages: a follower waits while rank 0 works between fits (pruning, reports, a
-    # branch's analysis), however long that takes; a rank 0 that dies ends the wait at once (its sockets close).
-    _control.append(dist.new_group(backend="gloo", timeout=timedelta(days=7)))
+        # the fits' collectives wait at most wait_timeout for the slowest rank (Lightning's DDP uses this group)
+        dist.init_process_group(backend, rank=env.global_rank(), world_size=env.world_size(), timeout=bound)
+    # The messages wait as long: a follower waits while rank 0 works between fits (pruning, reports, a branch's
+    # analysis), so wait_timeout must cover the longest such stretch; a rank 0 that dies ends the wait at once.
+    _control.append(dist.new_group(backend="gloo", timeout=bound))
+    _wait.append(trainer_cfg.wait_timeout)
+
+
+def waited(what: str, err: BaseException) -> WaitTimeout:
+    """The error a rank stops with when a wait for another rank failed: timed out, or the other's sockets closed."""
+    import torch.distributed as dist
+
+    rank = dist.get_rank() if dist.is_initialized() else "?"
+    return WaitTimeout(
+        f"rank {rank} waited for {what} and it did not come within trainer.wait_timeout={_wait[0]:g} s, or that "
+        f"rank's connection closed ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); the other "
+        "rank is lost or frozen: see its output. If rank 0's work between fits is longer than that, raise "
+        "trainer.wait_timeout"
+    )
 
 
 def _send(message: tuple) -> None:
     import torch.distributed as dist
 
-    dist.broadcast_object_list([message], src=0, group=_control[0])
+    try:
+        dist.broadcast_object_list([message], src=0, group=_control[0])
+    except (RuntimeError, OSError) as err:  # gloo's timeout and closed-connection errors are RuntimeErrors
+        raise waited(f"every follower to take the message {message[0]!r}", err) from err
 
 
 def _receive() -> tuple:
     import torch.distributed as dist
 
     box: list[Any] = [None]
-    dist.broadcast_object_list(box, src=0, group=_control[0])
+    try:
+        dist.broadcast_object_list(box, src=0, group=_control[0])
+    except (RuntimeError, OSError) as err:
+        raise waited("rank 0's next message (a fit, or the end of the job)", err) from err
     return box[0]
+
+
+def _fit(trainer: Any, module: Any, ckpt_path: Any) -> None:
+    try:
+        trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
+    except (RuntimeError, OSError) as err:
+        if _control and _is_wait(err):
+            raise waited("the other ranks inside a fit (their gradients or a checkpoint's collective)", err) from err
+        raise
+
+
+def _is_wait(err: BaseException) -> bool:
+    """Whether a fit failed waiting on another rank (gloo/NCCL timeouts and closed connections), not on its own."""
+    text = f"{type(err).__name__} {err}".lower()
+    return any(k in text for k in ("timed out", "timeout", "connection closed", "connection reset", "distbackend"))
 
 
 def fit(trainer: Any, module: Any, ckpt_path: Any) -> None:
     """Trainer.fit; in the cluster mode rank 0 first sends the fit to the followers, who run it beside it."""
     if _control:
         _send((FIT, trainer, module, ckpt_path))
-    trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
+    _fit(trainer, module, ckpt_path)
 
 
 def lead(job: Callable[[], Any]) -> Any:
     """Rank 0: run the job (the IMP driver), then release the followers, with "failed" if it raised."""
     try:
         result = job()
+    except WaitTimeout:
+        raise  # a rank is lost or frozen: telling the followers would wait for it once more
     except BaseException:
         # Best effort: when the job failed because a rank died, this message cannot travel either, and the job's
         # own error is the one to report.
@@ -133,7 +194,7 @@ def follow(launch: ClusterLaunch) -> None:
         message = _receive()
         if message[0] == FIT:
             _, trainer, module, ckpt_path = message
-            trainer.fit(module, ckpt_path=ckpt_path, weights_only=True)
+            _fit(trainer, module, ckpt_path)
             del trainer, module
         elif message[0] == STOP:
             return
