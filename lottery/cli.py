@@ -141,7 +141,25 @@ def run_cohort_configs(jobs: list[tuple[Any, dict[str, Any], str]]) -> list[list
         out.append(run(setup, resolved, config_yaml))
         if setup.paths.tickets.is_file():
             print_ticket_table(artifacts.read_json(setup.paths.tickets, "tickets"), title=f"{setup.paths.seed_dir}")
+    seeds_summary([setup for setup, _, _ in jobs])
     return out
+
+
+def seeds_summary(setups: list[Any]) -> dict[str, Any] | None:
+    """With two or more seeds of one configuration: the table across them, printed and written to
+    <experiment>/seeds.json (lottery/reports/seeds.py)."""
+    from lottery.core import artifacts
+    from lottery.reports.console import print_table
+    from lottery.reports.seeds import across_seeds, seeds_table
+
+    tickets = {s.cfg.seed: s.paths.tickets for s in setups if s.paths.tickets.is_file()}
+    if len(tickets) < 2:
+        return None
+    summary = across_seeds({seed: artifacts.read_json(path, "tickets") for seed, path in tickets.items()})
+    experiment = setups[0].paths.experiment
+    artifacts.write_json(summary, experiment / "seeds.json")
+    print_table(seeds_table(summary, f"{experiment}: {len(tickets)} seeds"))
+    return summary
 
 
 def announce(settings: Any) -> None:
