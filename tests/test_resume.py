@@ -208,6 +208,46 @@ def test_checkpoints_written_before_the_one_engine_are_converted_and_resume_iden
     assert_identical(artifacts_of(seed_dir), expected)
 
 
+FIXTURE = Path(__file__).with_name("fixtures") / "pre_engine_run"  # written by the code before the one engine
+
+
+def test_a_run_killed_under_the_code_before_the_one_engine_resumes_from_its_checkpoint(tmp_path, uninterrupted, capsys):
+    """Not a checkpoint made to look old: the seed folder the old code itself left when killed mid level 1
+    (tests/fixtures/pre_engine_run/README.md says how it was made). Today's code converts its checkpoints and resumes
+    level 1 from the old code's step 40, leaving the old code's level 0 as it was. The old code's training sums in
+    another order than today's (its level 0 weights differ from today's in the last bits), so the resumed run is
+    compared with the same folder whose level 1 checkpoint was removed (which restarts level 1 at its rewind point
+    under today's code): a resume that ignored the old checkpoint would equal it."""
+    import shutil
+
+    from conftest import compose_config
+
+    from lottery.cli import run_config
+
+    _, h = uninterrupted
+    runs = {}
+    for name, keep_checkpoint in (("resumed", True), ("restarted", False)):
+        root = tmp_path / name
+        seed_dir = root / "default" / h / "seed_0"
+        shutil.copytree(FIXTURE / "seed_0", seed_dir)
+        assert "lottery_engine" not in torch.load(seed_dir / "level_1/checkpoints/last.ckpt", weights_only=True)
+        if not keep_checkpoint:
+            (seed_dir / "level_1" / "checkpoints" / "last.ckpt").unlink()
+        capsys.readouterr()
+        run_config(compose_config(tiny(root, *EXTRA)))
+        out = capsys.readouterr().out
+        runs[name] = artifacts_of(seed_dir)
+        assert sorted(runs[name]["levels"]) == ["level_0", "level_1", "level_2"]
+        for level_0_file in ("weights.pt", "mask.pt", "metrics.json"):  # the old code's level 0, untouched
+            assert (seed_dir / "level_0" / level_0_file).read_bytes() == (
+                FIXTURE / "seed_0" / "level_0" / level_0_file
+            ).read_bytes()
+        if keep_checkpoint:
+            assert "step 40" in out, out[-2000:]
+    a, b = runs["resumed"]["levels"]["level_1"]["weights"], runs["restarted"]["levels"]["level_1"]["weights"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # level 1 went on from the old code's step 40
+
+
 def test_a_checkpoint_of_an_unknown_engine_version_is_refused_by_name():
     from lottery.core.artifacts import ArtifactError
     from lottery.training.checkpoints import convert
