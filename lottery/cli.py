@@ -96,7 +96,7 @@ def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
             cfg.lock_timeout = bound  # the followers stop after wait_timeout: rank 0 waits on a lock no longer
         return distributed.lead(lambda: run_job(cfg))
     print(f"rank {launch.rank} of {launch.world_size} ({launch.launcher}): training the fits rank 0 sends", flush=True)
-    distributed.follow(launch)
+    distributed.follow(launch, settings)
     return []
 
 

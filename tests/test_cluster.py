@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import compose_config, seed_dir_of, tiny
 from test_resume import artifacts_of, assert_identical
 
@@ -284,3 +285,38 @@ def test_a_wait_timeout_that_is_not_positive_is_refused():
     settings = OmegaConf.to_object(compose_config(["trainer.wait_timeout=0"]))
     with pytest.raises(ConfigError, match=r"trainer.wait_timeout=0.0 must be a positive number of seconds"):
         validate(settings)
+
+
+class _Module:
+    """Stands for a fit's LevelModule: what without_data and attach_data read of it."""
+
+
+def test_a_fit_travels_to_the_followers_without_its_data_and_they_attach_their_own(tmp_path):
+    """What rank 0 pickles for a follower holds no tensor of the dataset (the message of the two-node tests above
+    goes through the same `without_data`; a follower also refuses one that carries data); the follower's own splits,
+    loaded from the config, are checked against rank 0's digest and put in place."""
+    import pickle
+
+    from omegaconf import OmegaConf
+
+    from lottery.data.batches import StepBatches
+    from lottery.training import distributed as D
+
+    settings = OmegaConf.to_object(compose_config(tiny(tmp_path)))
+    dm = D.own_data(settings)
+    module = _Module()
+    module.val_data, module.test_data = (dm.x_val, dm.y_val), (dm.x_test, dm.y_test)
+    module.batches = [StepBatches(dm.x_train, dm.y_train, 32, 0, 60)]
+    whole = len(pickle.dumps(module))
+    with D.without_data(module) as digest:
+        sent = pickle.dumps(module)
+    assert len(sent) < 2000 < whole and module.batches[0].x is dm.x_train  # put back for rank 0
+    received = pickle.loads(sent)
+    assert received.val_data is None and received.batches[0].x is None and received.batches[0].seed == 0
+    D.attach_data(received, D.own_data(settings), digest, rank=1)
+    assert torch.equal(received.batches[0].x, dm.x_train) and torch.equal(received.test_data[1], dm.y_test)
+    with pytest.raises(RuntimeError, match="rank 0 sent dataset tensors"):
+        D.attach_data(received, dm, digest, rank=1)
+    other = OmegaConf.to_object(compose_config(tiny(tmp_path, "data.num_samples=500")))
+    with pytest.raises(RuntimeError, match="rank 1 loaded other data than rank 0"):
+        D.attach_data(pickle.loads(sent), D.own_data(other), digest, rank=1)
