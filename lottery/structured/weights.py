@@ -69,6 +69,8 @@ class Pruned:
         if not self.modules:
             raise ValueError(f"{type(network).__name__} has no linear weights in its decoder layers")
         self.dense = {name: m.weight.detach().clone() for name, m in self.modules.items()}
+        # the dense pass's captures of the calibration prompts (the same at every fraction and pattern), by prompts
+        self._calls: tuple[Prompts, list[dict[str, Any]]] | None = None
 
     @property
     def total(self) -> int:
@@ -135,7 +137,9 @@ class Pruned:
 
     @torch.no_grad()
     def _wanda(self, probe: Probe, calibration: Prompts, pattern: str, fraction: float | None) -> dict:
-        batches = list(_calibration_calls(probe, calibration, self.layers))
+        if self._calls is None or self._calls[0] is not calibration:
+            self._calls = (calibration, list(_calibration_calls(probe, calibration, self.layers)))
+        batches = self._calls[1]
         hidden = [b["input"] for b in batches]
         masks: dict[str, torch.Tensor] = {}
         try:
@@ -177,16 +181,19 @@ def _calibration_calls(probe: Probe, prompts: Prompts, layers: nn.ModuleList) ->
     arguments (attention masks, position embeddings, layer index: none depends on the layers' weights, so they are
     replayed as they were), and the real tokens (B, T) whose inputs count."""
     if probe.whole:
-        runs = ((x, _every(x), None) for x, _ in probe.whole_batches(prompts))  # no padding: every position
+        runs = ((x, _every(x)) for x, _ in probe.whole_batches(prompts))  # no padding: every position
     else:
-        runs = ((x, _real(at), at) for x, at, _, _ in probe.batches(prompts, "Wanda calibration"))
-    for x, real, at in runs:
+        runs = ((x, _real(at)) for x, at, _, _ in probe.batches(prompts, "Wanda calibration"))
+    for x, real in runs:
         calls: dict[int, tuple] = {}
         hooks = [
             layer.register_forward_pre_hook(_capture(i, calls), with_kwargs=True) for i, layer in enumerate(layers)
         ]
         try:
-            probe.network(x) if at is None else probe.logits(x, at)
+            if getattr(probe.network, "scores_positions", False):  # no output head: only the layers' inputs count
+                probe.network(x, at=torch.zeros_like(x, dtype=torch.bool))
+            else:
+                probe.network(x)
         finally:
             for hook in hooks:
                 hook.remove()
