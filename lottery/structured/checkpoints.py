@@ -14,6 +14,7 @@ every study is), seed_<s>/over_training.json with "checkpoint" (the folder) nami
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -90,13 +91,16 @@ def shape_of(folder: str, key: str) -> dict[str, Any]:
     return {k: values[k] for k in SHAPE if k in values}
 
 
-def run_checkpoints(setup: StructuredSpec, final: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any] | None:
+def run_checkpoints(
+    setup: StructuredSpec, final: dict[str, Any], settings: dict[str, Any], measure: Callable
+) -> dict[str, Any] | None:
+    """Every checkpoint's study by `measure` (the study as loaded, lottery/structured/pretrained.py), then
+    over_training.json and its figure; None without structured.checkpoints."""
     from hydra.utils import instantiate
 
     from lottery.config import without_name
     from lottery.reports.console import say
     from lottery.structured.figures import plot_over_training
-    from lottery.structured.pretrained import measure
     from lottery.structured.series import point_records, settles
 
     entries = list(setup.cfg.structured.checkpoints)

@@ -112,7 +112,7 @@ def run_pretrained(setup: StructuredSpec, tracker: Tracker | None = None) -> dic
         journal.finish()
     from lottery.structured.checkpoints import run_checkpoints
 
-    run_checkpoints(setup, results, settings)  # structured.checkpoints: the same study along the model's training
+    run_checkpoints(setup, results, settings, measure)  # structured.checkpoints: the study along its training
     return write_pretrained_report(setup, results, tracker)
 
 
