@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import replace
 from typing import Any
 
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.reuse import reuse_level
 from lottery.setup import Setup
-from lottery.training import fit, progress, results
+from lottery.training import fit, progress
+from lottery.training.loop import lock_step
 from lottery.training.starts import ticket_start
 from lottery.training.tracking import Tracker
 
@@ -100,25 +100,12 @@ def run_trunk(setup: Setup, tracker: Tracker) -> list[dict[str, Any]]:
 def run_trunks(setups: list[Setup], trackers: list[Tracker]) -> list[list[dict[str, Any]]]:
     """The IMP trunks of one or more seeds in lock step: each level's pending seeds train as one stack
     (lottery/training/fit.py), each seed with its own levels, masks, starts and files; one seed is a stack of one."""
-    rows: list[list[dict[str, Any]]] = [[] for _ in setups]
-    for level in range(setups[0].levels + 1):
-        pending: list[tuple[int, fit.LevelFit]] = []
-        for i, setup in enumerate(setups):
-            known = known_level(setup, level, trackers[i])
-            if known is not None:
-                rows[i].append(known)
-            else:
-                spec = level_fit(setup, level, level_mask(setup, level))
-                if len(setups) > 1:
-                    spec = replace(spec, label=f"seed {setup.cfg.seed}")  # names its lines
-                pending.append((i, spec))
-        if not pending:
-            continue
-        chosen = [setups[i] for i, _ in pending]
-        trained = fit.fit_levels(chosen, [s for _, s in pending], [trackers[i] for i, _ in pending])
-        for (i, spec), replica in zip(pending, trained, strict=True):
-            rows[i].append(results.finish_level(setups[i], spec, replica, trackers[i]))
-            results.write_levels_csv(setups[i].paths.levels_csv, rows[i])
-    for setup, seed_rows in zip(setups, rows, strict=True):
-        results.write_levels_csv(setup.paths.levels_csv, seed_rows)
-    return rows
+    return lock_step(
+        setups,
+        trackers,
+        range(setups[0].levels + 1),
+        known=known_level,
+        spec_of=lambda setup, level: level_fit(setup, level, level_mask(setup, level)),
+        csv_of=lambda setup: setup.paths.levels_csv,
+        label_of=lambda setup: f"seed {setup.cfg.seed}",
+    )

@@ -18,7 +18,7 @@ files as a trunk level. The masks come from the run's pruning plan, so the same 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,7 +27,8 @@ from lottery.config import ConfigError
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.seeds import derive_seed
-from lottery.training import fit, results
+from lottery.training import fit
+from lottery.training.loop import lock_step
 from lottery.training.starts import fresh_start, retrain_start, ticket_start
 
 if TYPE_CHECKING:
@@ -123,27 +124,18 @@ def run_controls(
     (default: the control's name), each level's pending seeds as one stack (lottery/training/fit.py); the trunks'
     levels must be finished."""
     folder = folder or control.name
-    rows: list[list[dict[str, Any]]] = [[] for _ in setups]
-    for level in range(1, setups[0].levels + 1):
-        pending = []
-        for i, setup in enumerate(setups):
-            lp = setup.paths.branch_level(folder, level)
-            if lp.done:
-                rows[i].append(artifacts.read_json(lp.metrics, "branch level metrics"))
-                continue
-            spec = control_fit(setup, control, folder, level)
-            if len(setups) > 1:
-                spec = replace(spec, label=f"seed {setup.cfg.seed} {folder}")
-            pending.append((i, spec))
-        if not pending:
-            continue
-        trained = fit.fit_levels(
-            [setups[i] for i, _ in pending], [f for _, f in pending], [trackers[i] for i, _ in pending]
-        )
-        for (i, spec), replica in zip(pending, trained, strict=True):
-            rows[i].append(results.finish_level(setups[i], spec, replica, trackers[i], key=False))
-            results.write_levels_csv(setups[i].paths.branch_dir(folder) / "levels.csv", rows[i])
-    for setup, seed_rows in zip(setups, rows, strict=True):
-        if seed_rows:
-            results.write_levels_csv(setup.paths.branch_dir(folder) / "levels.csv", seed_rows)
-    return rows
+
+    def known(setup: BranchSpec, level: int, tracker: Tracker) -> dict[str, Any] | None:
+        lp = setup.paths.branch_level(folder, level)
+        return artifacts.read_json(lp.metrics, "branch level metrics") if lp.done else None
+
+    return lock_step(
+        setups,
+        trackers,
+        range(1, setups[0].levels + 1),
+        known=known,
+        spec_of=lambda setup, level: control_fit(setup, control, folder, level),
+        csv_of=lambda setup: setup.paths.branch_dir(folder) / "levels.csv",
+        label_of=lambda setup: f"seed {setup.cfg.seed} {folder}",
+        key=False,
+    )
