@@ -55,23 +55,17 @@ def run(setup: Setup, resolved: dict[str, Any], config_yaml: str) -> list[dict[s
     job_tracker = trackers[-1]  # the run that gets this job's summary
     try:
         if scores_as_loaded(cfg):  # the pretrained model as loaded: no levels, no weights, the grid is the study
-            with exclusive(paths.seed_dir / ".lock", "the pretrained study", wait):
-                _remove(paths.seed_dir.rglob(".*.tmp"))
-                artifacts.write_text(config_yaml, paths.config)
+            with ExitStack() as locks:
+                hold(locks, paths.seed_dir, "the pretrained study", wait, paths.seed_dir.rglob(".*.tmp"), config_yaml)
                 run_pretrained(setup, trunk_tracker)
                 run_transfer(setup)  # what else its removals break (structured.transfer; nothing when empty)
             return []
-        with exclusive(paths.seed_dir / ".lock", "the trunk", wait):
-            # Temporary files of a killed writer are never valid artifacts; the lock says nobody writes these now.
-            _remove(_trunk_temporaries(paths))
-            artifacts.write_text(config_yaml, paths.config)
-            say(found(setup))
+        with ExitStack() as locks:
+            hold_trunks(locks, [setup], [config_yaml])
             rows = run_trunk(setup, trunk_tracker)
         if branch is not None:
-            branch_dir = paths.branch_dir(folder)
-            with exclusive(branch_dir / ".lock", f"branch {folder}", wait):
-                _remove(branch_dir.rglob(".*.tmp"))
-                artifacts.write_text(config_yaml, branch_dir / "config.yaml")  # the job's own config, branch and all
+            with ExitStack() as locks:
+                hold_branches(locks, [setup], folder, [config_yaml])
                 branch.run(setup, job_tracker)
         if cfg.pruning.strategy == "structured":  # the no-retrain grid and seed_<s>/structured.json
             with exclusive(paths.seed_dir / ".structured.lock", "the structured report", wait):
@@ -97,12 +91,7 @@ def run_cohort(setups: Sequence[Setup], resolved: Sequence[dict[str, Any]], conf
     trackers = [Tracker(setups[i].cfg, setups[i].paths, resolved[i], branch="trunk") for i in order]
     try:
         with ExitStack() as locks:
-            for i in order:
-                paths = setups[i].paths
-                locks.enter_context(exclusive(paths.seed_dir / ".lock", "the trunk", setups[i].cfg.lock_timeout))
-                _remove(_trunk_temporaries(paths))
-                artifacts.write_text(config_yaml[i], paths.config)
-                say(found(setups[i]))
+            hold_trunks(locks, [setups[i] for i in order], [config_yaml[i] for i in order])
             run_trunks([setups[i] for i in order], trackers)
     finally:
         for tracker in trackers:
@@ -119,15 +108,35 @@ def run_cohort_branch(setups: Sequence[Setup], resolved: Sequence[dict[str, Any]
     trackers = [Tracker(setups[i].cfg, setups[i].paths, resolved[i], branch=folder) for i in order]
     try:
         with ExitStack() as locks:
-            for i in order:
-                branch_dir = setups[i].paths.branch_dir(folder)
-                locks.enter_context(exclusive(branch_dir / ".lock", f"branch {folder}", setups[i].cfg.lock_timeout))
-                _remove(branch_dir.rglob(".*.tmp"))
-                artifacts.write_text(config_yaml[i], branch_dir / "config.yaml")
+            hold_branches(locks, [setups[i] for i in order], folder, [config_yaml[i] for i in order])
             run_controls([setups[i] for i in order], branch.control, trackers, folder)
     finally:
         for tracker in trackers:
             tracker.finish()
+
+
+def hold(locks: ExitStack, folder: Path, what: str, timeout, temporaries: Iterable[Path], config_yaml: str) -> None:
+    """The steps every writer of a folder takes first, solo or in a cohort: its lock (held until `locks` closes), the
+    temporary files a killed writer left (never valid artifacts: the lock says nobody writes them now) removed, and
+    the job's own config written as folder/config.yaml."""
+    locks.enter_context(exclusive(folder / ".lock", what, timeout))
+    _remove(temporaries)
+    artifacts.write_text(config_yaml, folder / "config.yaml")
+
+
+def hold_trunks(locks: ExitStack, setups: Sequence[Setup], config_yaml: Sequence[str]) -> None:
+    """Every seed's trunk folder, in the order given (folder order for a cohort: two cohorts cannot deadlock)."""
+    for setup, text in zip(setups, config_yaml, strict=True):
+        paths = setup.paths
+        hold(locks, paths.seed_dir, "the trunk", setup.cfg.lock_timeout, _trunk_temporaries(paths), text)
+        say(found(setup))
+
+
+def hold_branches(locks: ExitStack, setups: Sequence[Setup], folder: str, config_yaml: Sequence[str]) -> None:
+    """Every seed's branch folder: each job's own config, branch and all, goes there."""
+    for setup, text in zip(setups, config_yaml, strict=True):
+        branch_dir = setup.paths.branch_dir(folder)
+        hold(locks, branch_dir, f"branch {folder}", setup.cfg.lock_timeout, branch_dir.rglob(".*.tmp"), text)
 
 
 def found(setup: Setup) -> str:
