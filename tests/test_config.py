@@ -153,4 +153,5 @@ def test_schema_defaults_are_pinned():
         "checkpoint_seconds": 30.0,
         "log_every": 50,
         "print_every_eval": False,
+        "save_at": [],
     }
