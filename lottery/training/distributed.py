@@ -188,12 +188,15 @@ def data_of(module: Any) -> list[Any]:
 
 
 def digest(tensors: list[Any]) -> str:
+    """A sha256 of the tensors' shapes, dtypes and exact bytes."""
     import hashlib
+
+    import torch
 
     h = hashlib.sha256()
     for t in tensors:
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype
     return h.hexdigest()
 
 
