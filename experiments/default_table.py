@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from lottery.core import artifacts
 from lottery.reports.seeds import plain_table
 
 COMMAND = ["-m", "launcher=cohort", "seed=0,1,2"]
@@ -30,7 +31,7 @@ def block(summary: dict, seconds: float | None) -> str:
     timing = (
         "" if seconds is None else f"\nreal {seconds:.0f} s (the three seeds as one cohort, alone on the 2-core CPU)"
     )
-    return f"```\n$ lottery {' '.join(COMMAND)}\n{plain_table(summary)}{timing}\n```"
+    return f"```\n$ lottery {' '.join(COMMAND + QUIET)}\n{plain_table(summary)}{timing}\n```"
 
 
 def replace_block(readme: str, text: str) -> str:
@@ -54,9 +55,9 @@ def main() -> None:
         (found,) = Path(root, "default").glob("*/seeds.json")
         summary = json.loads(found.read_text())
     args.save.mkdir(parents=True, exist_ok=True)
-    record = {"command": f"lottery {' '.join(COMMAND)}", "seconds": seconds, "summary": summary}
-    (args.save / "seeds.json").write_text(json.dumps(record, indent=1) + "\n")
-    args.readme.write_text(replace_block(args.readme.read_text(), block(summary, seconds)))
+    record = {"command": f"lottery {' '.join(COMMAND + QUIET)}", "seconds": seconds, "summary": summary}
+    artifacts.write_json(record, args.save / "seeds.json")  # temporary file, then rename
+    artifacts.write_text(replace_block(args.readme.read_text(), block(summary, seconds)), args.readme)
     print(block(summary, seconds))
 
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 from pathlib import Path
+
+from lottery.core import artifacts
 
 KINDS = ("heads", "mlp_units")
 SCORE = "gradient"
@@ -175,9 +176,9 @@ def main() -> None:
         if args.save:
             args.save.mkdir(parents=True, exist_ok=True)
             for seed, study in by_seed.items():
-                shutil.copy(study["_path"], args.save / f"{params}_s{seed}.json")
+                artifacts.copy_file(Path(study["_path"]), args.save / f"{params}_s{seed}.json")
     if args.save:
-        (args.save / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        artifacts.write_json(summary, args.save / "summary.json")  # temporary file, then rename
     if args.figure:
         figure(studies, args.figure)
 

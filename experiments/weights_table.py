@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
+
+from lottery.core import artifacts
 
 
 def load(roots: list[str]) -> list[tuple[Path, dict]]:
@@ -107,8 +108,9 @@ def main() -> None:
         if args.save:
             args.save.mkdir(parents=True, exist_ok=True)
             m = results["model"]
-            shutil.copy(path, args.save / f"{m['family']}_{m['parameters'] // 10**6}M.json")
-            shutil.copy(path.with_name("run.json"), args.save / f"{m['family']}_{m['parameters'] // 10**6}M_run.json")
+            name = f"{m['family']}_{m['parameters'] // 10**6}M"
+            artifacts.copy_file(path, args.save / f"{name}.json")
+            artifacts.copy_file(path.with_name("run.json"), args.save / f"{name}_run.json")
     if args.figure:
         figure(studies, args.figure)
 

@@ -13,7 +13,8 @@ Scores of a weight matrix W (out, in), the convention of torch.nn.Linear:
 Patterns: unstructured (a `fraction` of each matrix, or of each row, removed: floor(n * fraction) weights, the count
 their code takes, so a density is exact and the same in every matrix of a shape), and N:M (in every group of M
 consecutive inputs of a row, the N highest scores kept: 2:4 is the pattern sparse tensor cores run; exactly N/M).
-Ties keep the lower index (a stable sort), so a mask is a function of the scores alone.
+Of tied scores the lower index is removed first (a stable sort), so a mask is a function of the scores alone (OPT's
+ReLU leaves inputs that are 0 on every calibration token: their Wanda scores tie at 0).
 """
 
 from __future__ import annotations

@@ -229,7 +229,12 @@ def _accumulate(sums: dict[str, torch.Tensor], name: str, state: dict[str, torch
     def hook(module, args):
         x = args[0]
         real = state["real"]
-        rows = x[real] if x.shape[:2] == real.shape else x.reshape(-1, x.shape[-1])
+        if x.shape[:2] == real.shape:
+            rows = x[real]
+        elif x.dim() == 2 and x.shape[0] == real.numel():  # tokens flattened first (OPT's FFN): the same order
+            rows = x[real.reshape(-1).to(x.device)]
+        else:
+            raise ValueError(f"{name}: an input of shape {tuple(x.shape)} does not line up with {tuple(real.shape)}")
         sums[name] += rows.double().pow(2).sum(0).cpu()
 
     return hook
@@ -254,9 +259,9 @@ def weight_curves(
     """Every score's curve over the grid (unstructured) and its N:M points, each with accuracy, loss, perplexity and
     their intervals on the study's resamples, and the exact density reached."""
     scores = [sc for sc in s.scores if s.applies(KIND, sc)]
-    dense = clock.kept(journal, "weights/dense", lambda: probe.evaluate(test, nll=True))
-    for pattern in patterns:
+    for pattern in patterns:  # before any measurement: a width N:M cannot cut is refused first
         pruned.check_pattern(pattern)
+    dense = clock.kept(journal, "weights/dense", lambda: probe.evaluate(test, nll=True))
 
     def point(score: str, pattern: str, fraction: float | None) -> dict[str, Any]:
         tag = f"{score}/{pattern}" + ("" if fraction is None else f"/{fraction!r}")
