@@ -148,8 +148,8 @@ def run_cohort_configs(jobs: list[tuple[Any, dict[str, Any], str]]) -> list[list
 def seeds_summary(setups: list[Any]) -> dict[str, Any] | None:
     """With two or more seeds of one configuration: the table across them, printed and written to
     <experiment>/seeds.json (lottery/reports/seeds.py)."""
+    from lottery.console import print_table
     from lottery.core import artifacts
-    from lottery.reports.console import print_table
     from lottery.reports.seeds import across_seeds, seeds_table
 
     tickets = {s.cfg.seed: s.paths.tickets for s in setups if s.paths.tickets.is_file()}

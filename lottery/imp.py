@@ -24,7 +24,7 @@ from lottery.reuse import reuse_level
 from lottery.setup import Setup
 from lottery.training import fit, progress
 from lottery.training.loop import lock_step
-from lottery.training.starts import ticket_start
+from lottery.training.starts import check_rewind_point, ticket_start
 from lottery.training.tracking import Tracker
 
 # Each level's Trainer starts mid-"epoch" when it resumes at step k; our batches are a function of the step (see
@@ -59,15 +59,6 @@ def level_mask(setup: Setup, level: int) -> M.Mask:
         mask = setup.plan.prune(trained, artifacts.load_torch(prev.mask, "mask"), level)
     artifacts.save_torch(mask, lp.mask)
     return mask
-
-
-def check_rewind_point(setup: Setup, level: int) -> None:
-    """A level after 0 that rewinds needs the rewind checkpoint level 0 wrote."""
-    if level > 0 and not setup.paths.rewind.exists() and setup.cfg.rewind.mode in ("weights", "lr"):
-        raise artifacts.ArtifactError(
-            f"{setup.paths.rewind} is missing but level {level} must rewind to it; delete "
-            f"{setup.paths.level(0).dir} to retrain level 0 and recreate it (nothing was written)"
-        )
 
 
 def level_fit(setup: Setup, level: int, mask: M.Mask) -> fit.LevelFit:

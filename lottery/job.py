@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 from lottery.branches.controls import run_controls
 from lottery.branches.registry import BRANCHES
+from lottery.console import say
 from lottery.core import artifacts
 from lottery.core.layout import level_dirs, level_of
 from lottery.guard import exclusive
 from lottery.imp import run_trunk, run_trunks
 from lottery.reports import tickets
-from lottery.reports.console import say
 from lottery.reports.start import found_line
 from lottery.structured.pretrained import run_pretrained, scores_as_loaded
 from lottery.structured.run import finish_structured

@@ -154,3 +154,16 @@ def test_core_imports_nothing_above_it():
         if not target.startswith("lottery.core")
     )
     assert outside == []
+
+
+def test_packages_import_each_other_one_way():
+    """Between packages too: the modules of one package may use another's, never both ways (branches and reports
+    once did: reports drew the branches' line styles while the branches printed through reports' console)."""
+    graph: dict[str, set[str]] = {}
+    for module, targets in edges().items():
+        package = module.split(".")[1] if "." in module else module
+        graph.setdefault(package, set()).update(
+            t.split(".")[1] for t in targets if "." in t and t.split(".")[1] != package
+        )
+    assert "console" in graph["branches"] and "branches" in graph["reports"]  # the edges this test is about
+    assert cycles(graph) == []

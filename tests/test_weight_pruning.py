@@ -105,7 +105,8 @@ def test_wanda_layer_by_layer_equals_a_direct_computation_through_the_whole_mode
                 score = w.abs().double() * sums[name].sqrt()[None, :]
                 if pattern == "unstructured":
                     keep = torch.ones_like(score, dtype=torch.bool)
-                    lowest = score.argsort(dim=1, stable=True)[:, : int(score.shape[1] * 0.5)]  # ties: lower index first
+                    # ties: the lower index first
+                    lowest = score.argsort(dim=1, stable=True)[:, : int(score.shape[1] * 0.5)]
                     keep.scatter_(1, lowest, False)
                 else:
                     groups = score.view(score.shape[0], -1, 4)

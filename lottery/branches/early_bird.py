@@ -28,15 +28,15 @@ import lightning as L
 
 from lottery.branches.controls import Control
 from lottery.config import ConfigError, EarlyBirdConfig
+from lottery.console import console
 from lottery.core import artifacts
 from lottery.core import masks as M
 from lottery.core.duration import Duration, steps
 from lottery.core.early_bird import EarlyBirdDetector
 from lottery.core.layout import LevelPaths
-from lottery.reports.console import console
 from lottery.training import fit
 from lottery.training.results import plain_state, remove_checkpoint
-from lottery.training.starts import ticket_start
+from lottery.training.starts import start_step, ticket_start
 
 if TYPE_CHECKING:
     from lottery.branches.spec import BranchSpec
@@ -179,8 +179,7 @@ def trained_steps(setup: BranchSpec, level: int) -> int:
     metrics = artifacts.read_json(setup.paths.level(level).metrics, "level metrics")
     if "steps_trained" in metrics:
         return int(metrics["steps_trained"])
-    rewound = level > 0 and setup.cfg.rewind.mode in ("weights", "lr")  # levels written before steps_trained existed
-    return setup.total_steps - (setup.rewind_step if rewound else 0)
+    return setup.total_steps - start_step(setup, level)  # levels written before steps_trained existed
 
 
 def report(setup: BranchSpec, search: dict[str, Any]) -> dict[str, Any]:

@@ -25,13 +25,14 @@ import torch
 from rich.table import Table
 
 from lottery.config import ConfigError
+from lottery.console import print_table
 from lottery.core import artifacts
 from lottery.core.interpolation import alphas, error_barrier, interpolate
 from lottery.core.layout import LevelPaths
 from lottery.core.seeds import derive_seed
-from lottery.reports.console import print_table
 from lottery.training import fit, results
 from lottery.training.module import evaluate_network
+from lottery.training.starts import rewind_start
 
 if TYPE_CHECKING:
     from lottery.branches.spec import BranchSpec
@@ -143,8 +144,9 @@ def analyse_level(setup: BranchSpec, level: int, tracker: Tracker) -> dict[str, 
     copy_b = LevelPaths(out_dir / "copy_b")
     mask = artifacts.load_torch(trunk.mask, "trunk mask")
     if not copy_b.done:
-        start = fit.Start(checkpoint=paths.rewind, step=setup.rewind_step)
-        spec = fit.LevelFit(copy_b, level, mask, start, data_seed=copy_seed(setup.cfg.seed), label="instability copy b")
+        spec = fit.LevelFit(
+            copy_b, level, mask, rewind_start(setup), data_seed=copy_seed(setup.cfg.seed), label="instability copy b"
+        )
         results.finish_level(setup, spec, fit.fit_level(setup, spec, tracker), tracker, key=False)
     metrics_a = artifacts.read_json(trunk.metrics, "trunk level metrics")
     metrics_b = artifacts.read_json(copy_b.metrics, "copy b metrics")

@@ -31,9 +31,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from lottery.console import console as make_console
 from lottery.core import artifacts
 from lottery.reports.collect import CSV_LINE_END, Experiment, collect, summarize
-from lottery.reports.console import console as make_console
 from lottery.reports.heads import structured_report
 from lottery.reports.overlap import overlap_report
 from lottery.reports.plotting import plot

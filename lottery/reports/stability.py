@@ -19,10 +19,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from lottery.console import print_table
 from lottery.core import artifacts
 from lottery.core.layout import level_dirs
 from lottery.reports.collect import CSV_LINE_END, Experiment
-from lottery.reports.console import print_table
 from lottery.reports.plotting import pyplot, save
 
 SWEPT = "rewind.step"

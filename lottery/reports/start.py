@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lottery.reports.console import say
+from lottery.console import say
 
 
 def _value(value: Any) -> str:

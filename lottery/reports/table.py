@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from lottery.reports.console import print_table
+from lottery.console import print_table
 
 
 def _pct(value: float | None) -> str:
@@ -43,5 +43,5 @@ def ticket_table(summary: dict[str, Any], title: str) -> Table:
 
 
 def print_ticket_table(summary: dict[str, Any], title: str, console: Console | None = None) -> None:
-    """The table, then its summary sentence on one line of its own (lottery/reports/console.py says why)."""
+    """The table, then its summary sentence on one line of its own (lottery/console/ says why)."""
     print_table(ticket_table(summary, title), console)

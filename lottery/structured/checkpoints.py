@@ -99,7 +99,7 @@ def run_checkpoints(
     from hydra.utils import instantiate
 
     from lottery.config import without_name
-    from lottery.reports.console import say
+    from lottery.console import say
     from lottery.structured.figures import plot_over_training
     from lottery.structured.series import point_records, settles
 

@@ -69,7 +69,7 @@ def measure_scratch(
     """The grid of a network trained from scratch, on the CPU (where it trained), by the task's own metrics."""
     from dataclasses import replace
 
-    from lottery.reports.console import say
+    from lottery.console import say
     from lottery.structured.pretrained import grid_settings
 
     cfg, dm = setup.cfg, setup.datamodule

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lottery.console import say
 from lottery.core import artifacts
 from lottery.data.tasks import IGNORE
-from lottery.reports.console import say
 from lottery.structured.budget import batch_size_for
 from lottery.structured.grid import GridSettings, grid_record, run_grid
 from lottery.structured.journal import Journal

@@ -164,7 +164,7 @@ def claim_line(dense_acc: float, chance: float, margin: float, meaningful: bool)
 
 def write_pretrained_report(setup: StructuredSpec, results: dict[str, Any], tracker=None) -> dict[str, Any]:
     """seed_<s>/structured.json and its figures for a pretrained model scored as loaded (no levels)."""
-    from lottery.reports.console import print_table
+    from lottery.console import print_table
     from lottery.structured.figures import plot_by_context, plot_curves, plot_layers, plot_survival, plot_weights
     from lottery.structured.table import summary_table, weights_table
 

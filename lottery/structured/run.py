@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
+from lottery.console import print_table
 from lottery.core import artifacts
-from lottery.reports.console import print_table
 from lottery.structured.level0 import grid_on_level0
 from lottery.structured.report import write_report
 from lottery.structured.table import summary_table

@@ -99,7 +99,7 @@ def run_series(
 ) -> dict[str, Any] | None:
     """Every series point's study and over_training.json (None when train.save_at keeps no point); `measure` is the
     final network's study (lottery/structured/level0.py), run on each point's weights."""
-    from lottery.reports.console import say
+    from lottery.console import say
 
     steps = setup.series_steps
     if not steps:

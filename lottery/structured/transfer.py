@@ -178,7 +178,7 @@ def settings_of(setup: StructuredSpec, results: dict[str, Any]) -> dict[str, Any
 def run_transfer(setup: StructuredSpec) -> dict[str, Any] | None:
     """seed_<s>/no_retrain/transfer.json for the study in no_retrain/results.json (reused while its settings are
     unchanged); None when structured.transfer lists nothing."""
-    from lottery.reports.console import say
+    from lottery.console import say
 
     cfg = setup.cfg
     if not cfg.structured.transfer:

@@ -22,11 +22,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
 
 from lottery.config import without_name
+from lottery.console import say, stdout_is_terminal
 from lottery.core import masks as M
 from lottery.core.layout import LevelPaths
 from lottery.core.lr_schedule import constant_multiplier
 from lottery.data.batches import StepBatches
-from lottery.reports.console import say, stdout_is_terminal
 from lottery.training import distributed, progress
 from lottery.training.callbacks import LevelProgressBar
 from lottery.training.checkpoints import LevelCheckpoints, check_checkpoint, load_stacked
@@ -196,9 +196,14 @@ def fit_stack(setups: Sequence[RunSpec], fits: Sequence[LevelFit], trackers: Seq
     finally:
         shutil.rmtree(scratch_dir, ignore_errors=True)
     module.restore_progress(trainer.callback_metrics)  # from the workers, when trainer.strategy=ddp spawned them
+    # The final test accuracy by the stack that trained the level, as its validation and early-stopping points were
+    # (module.evaluate), on the training device, where the data already is; Lightning left the module on the CPU.
+    module.to(module.fit_device)
+    finals = module.evaluate(*module.test_data)
+    module.cpu()
     if not stack.stacked:
-        return [LevelResult(stack.network, module, 0)]
-    return [LevelResult(setup.network(), module, i) for i, setup in enumerate(setups)]
+        return [LevelResult(stack.network, module, 0, finals[0])]
+    return [LevelResult(setup.network(), module, i, finals[i]) for i, setup in enumerate(setups)]
 
 
 def optimizer_factory(optim_cfg: dict):

@@ -254,21 +254,8 @@ class LevelModule(L.LightningModule):
     # ---- evaluation at fixed steps, per replica
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> list[tuple[float, float]]:
-        """(accuracy, mean cross-entropy) of every replica on one whole split, in eval mode (with a task: its accuracy
-        and loss, lottery/data/tasks.py). Every replica sees the same chunks at every N, so its numbers do too."""
-        n = self.size
-        was_training = self.network.training
-        self.network.eval()
-        parts: list[list[torch.Tensor]] = [[] for _ in range(n)]
-        for j in range(0, len(x), EVAL_CHUNK):
-            chunk = x[j : j + EVAL_CHUNK].to(self.device)
-            out = self.stack.forward(repeat_rows(chunk, n))
-            out = out.view(n, -1, *out.shape[1:])
-            for i in range(n):
-                parts[i].append(out[i])
-        self.network.train(was_training)
-        y = y.to(self.device)
-        return [_score(torch.cat(p), y, self.num_classes, self.task) for p in parts]
+        """(accuracy, mean cross-entropy) of every replica on one whole split (evaluate_stack)."""
+        return evaluate_stack(self.stack, x, y, self.num_classes, self.device, task=self.task)
 
     def setup(self, stage: str) -> None:
         # Spawned DDP workers start fresh interpreters with torch's default thread count: trainer.threads holds there
@@ -382,23 +369,19 @@ class LevelModule(L.LightningModule):
 
 class LevelResult(nn.Module):
     """One replica of a finished fit, in the shape results.finish_level reads: its network (with the replica's
-    weights), its progress and a way to score a split."""
+    weights), its progress and its final test accuracy and loss (`final`, measured by the stack that trained it)."""
 
-    def __init__(self, network: nn.Module, module: LevelModule, i: int) -> None:
+    def __init__(self, network: nn.Module, module: LevelModule, i: int, final: tuple[float, float]) -> None:
         super().__init__()
         self.network = network
         if network is not module.network:
             network.load_state_dict(module.replica_weights(i))
         for key in PROGRESS:
             setattr(self, key, getattr(module, key)[i])
+        self.test_acc, self.test_loss = final
         self.processes = module.processes
         self.stack_size = module.size
         self.fit_device = module.fit_device
-        self.task, self.num_classes = module.task, module.num_classes
-
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-        device = next(self.network.parameters()).device
-        return evaluate_network(self.network, x, y, self.num_classes, device, task=self.task)
 
 
 def _stack_tensors(dicts: Sequence[Mapping[str, torch.Tensor]], stacked: bool) -> dict[str, torch.Tensor]:
@@ -417,23 +400,44 @@ def _score(logits: torch.Tensor, y: torch.Tensor, num_classes: int, task: Task |
 
 
 @torch.no_grad()
+def evaluate_stack(
+    stack: Stack,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    device: torch.device | str = "cpu",
+    task: Task | None = None,
+) -> list[tuple[float, float]]:
+    """(accuracy, mean cross-entropy) of every replica of a stack on one whole split, in eval mode, in chunks of
+    EVAL_CHUNK examples per replica (with a task, lottery/data/tasks.py: its accuracy and loss). The one evaluation
+    of the project's trained networks: a level's validation points, its early-stopping test accuracy, its final test
+    accuracy and the analyses' networks outside a fit (evaluate_network) all pass here, so they agree to the bit.
+    Every replica sees the same chunks at every N, so its numbers do too."""
+    n = stack.size
+    was_training = stack.network.training
+    stack.network.eval()
+    parts: list[list[torch.Tensor]] = [[] for _ in range(n)]
+    for j in range(0, len(x), EVAL_CHUNK):
+        out = stack.forward(repeat_rows(x[j : j + EVAL_CHUNK].to(device), n))
+        out = out.view(n, -1, *out.shape[1:])
+        for i in range(n):
+            parts[i].append(out[i])
+    stack.network.train(was_training)
+    y = y.to(device)
+    return [_score(torch.cat(p), y, num_classes, task) for p in parts]
+
+
 def evaluate_network(
     network: torch.nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     num_classes: int,
     device: torch.device | str = "cpu",
-    chunk: int = 8192,
     task: Task | None = None,
 ) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of a network on a whole split in eval mode, in chunks of `chunk` examples.
-    Shared by the training loop's evaluations and the analyses that score networks outside a fit (interpolation).
-    With a task (lottery/data/tasks.py): the task's accuracy and loss."""
-    was_training = network.training
-    network.eval()
-    logits = torch.cat([network(x[i : i + chunk].to(device)) for i in range(0, len(x), chunk)])
-    network.train(was_training)
-    return _score(logits, y.to(logits.device), num_classes, task)
+    """(accuracy, mean cross-entropy) of one network outside a fit (an interpolated network, say), as a stack of one:
+    the same bits as the level's own evaluation of those weights."""
+    return evaluate_stack(Stack([network]), x, y, num_classes, device, task=task)[0]
 
 
 def weights_digest(network: torch.nn.Module) -> int:

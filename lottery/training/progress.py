@@ -3,7 +3,7 @@ and (train.print_every_eval=true) one line per evaluation.
 
 The level line is printed whether or not the progress bar is on: without a bar (sweeps, log files) it is the only
 sign of progress; with one, the bar is transient and this line is what it leaves behind. Lines go through
-lottery/reports/console.py, so a log file gets them whole.
+lottery/console/, so a log file gets them whole.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from lottery.reports.console import say
+from lottery.console import say
 
 
 def _label(prefix: str) -> str:

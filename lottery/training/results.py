@@ -45,18 +45,14 @@ def finish_level(setup: RunSpec, fit: LevelFit, module: LevelResult, tracker: Tr
     weights = plain_state(module.network)
     for name, m in mask.items():  # internal invariant: the mask held through every step
         assert not bool(weights[name][~m].any()), f"pruned weights of {name} are not zero"
-    # Score the test set on the training device (the GPU, where the data may already be), then release it.
-    module.to(module.fit_device)
-    test_acc, test_loss = module.evaluate(setup.datamodule.x_test, setup.datamodule.y_test)
-    module.cpu()
     sparsity = setup.plan.report(mask, level)
     metrics = {
         "level": level,
         "density": sparsity["density"],
         "target_density": sparsity["target_density"],
         "remaining_weights": sparsity["remaining"],
-        "test_acc": test_acc,
-        "test_loss": test_loss,
+        "test_acc": module.test_acc,  # measured by the stack that trained it (fit.fit_stack)
+        "test_loss": module.test_loss,
         "best_val_acc": module.best_val_acc,
         "best_val_step": module.best_val_step,
         "final_val_acc": module.last_val_acc,

@@ -1,5 +1,6 @@
 """The one place that builds the rich Console every printer of a run uses (start block, level lines, the ticket
-table, instability and structured tables, lottery-compare).
+table, instability and structured tables, lottery-compare). A package of its own below every layer that prints
+(training, branches, structured, reports, the spine), so printing draws no import between them.
 
 On a terminal rich does what it always does: colours, the terminal's width, wrapping at its edge. Anywhere else (a
 log file, SLURM's output, a pipe) nothing reads colours and nothing resizes, so lines go out whole: no ANSI codes,
