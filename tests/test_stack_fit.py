@@ -157,10 +157,23 @@ def test_a_killed_cohort_resumes_to_identical_results(tmp_path, capsys, cohort_o
     assert not list(tmp_path.rglob("last.ckpt")) and not list(tmp_path.rglob(".stack"))
 
 
-def test_what_cannot_stack_trains_one_replica_at_a_time_with_a_notice(tmp_path, capsys):
-    """A distributed trainer, or a model the stack cannot run, does not end the sweep: its replicas train apart."""
+def test_what_cannot_stack_trains_one_replica_at_a_time_with_a_notice(tmp_path, capsys, monkeypatch, cohort_of_three):
+    """A distributed trainer, or a model the stack cannot run, does not end the sweep: its replicas train apart, each
+    to exactly what it trains in a stack (here: an MLP the grouping is told it cannot stack)."""
     setups = [prepare_job(compose_config(tiny(tmp_path, "trainer.devices=2", "trainer.strategy=ddp")))[0]]
     assert "trainer.strategy=ddp trainer.devices=2" in fit._unstackable(setups[0], None)
+    monkeypatch.setattr(fit, "kind_of", lambda network: "single")  # what fit_levels reads to group; Stack is untouched
+    capsys.readouterr()
+    dirs = cohort(tmp_path / "apart", (0, 1))
+    notices = [line for line in capsys.readouterr().out.splitlines() if "train one at a time" in line]
+    assert notices == [
+        f"level {n}: 2 replicas train one at a time: model=mlp cannot be stacked (dropout, or a layer the stack lacks)"
+        for n in range(3)
+    ]
+    for s in (0, 1):
+        apart = artifacts_of(dirs[s])
+        assert all("cohort" not in level["metrics"] for level in apart["levels"].values())  # each a stack of one
+        assert_identical(without_cohort_record(cohort_of_three[s]), apart)
     dropout = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.1))
     assert Stack([dropout]).kind == "single"
     with pytest.raises(ValueError, match="cannot be stacked"):
