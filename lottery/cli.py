@@ -96,8 +96,27 @@ def run_config(cfg: DictConfig) -> list[dict[str, Any]]:
             cfg.lock_timeout = bound  # the followers stop after wait_timeout: rank 0 waits on a lock no longer
         return distributed.lead(lambda: run_job(cfg))
     print(f"rank {launch.rank} of {launch.world_size} ({launch.launcher}): training the fits rank 0 sends", flush=True)
-    distributed.follow(launch, settings)
+    distributed.follow(launch, follower_fits(cfg, settings))
     return []
+
+
+def follower_fits(cfg: DictConfig, settings: Any):
+    """A follower's rebuild of rank 0's fits: this rank's Setup, built once from the same config and reading only
+    (lottery/setup.build), and each fit rebuilt from its order (training/fit.follow_fit)."""
+    from lottery.branches.registry import FIT_CALLBACKS
+    from lottery.setup import build
+    from lottery.training.fit import follow_fit
+
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    optim_cfg = OmegaConf.to_container(cfg.optim, resolve=True)
+    built: list[Any] = []
+
+    def rebuild(order: dict):
+        if not built:  # at the first fit: a job whose rank 0 fits nothing (a study as loaded) loads nothing here
+            built.append(build(settings, model_cfg, optim_cfg))
+        return follow_fit(built[0], order, FIT_CALLBACKS)
+
+    return rebuild
 
 
 def run_job(cfg: DictConfig) -> list[dict[str, Any]]:

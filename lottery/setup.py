@@ -139,6 +139,29 @@ def check_optimizer(optim_cfg: dict) -> None:
 
 def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
     """Validate, load data, build the pruning plan and claim the output folder; no training yet."""
+    setup, network, inputs = _built(cfg, model_cfg, optim_cfg)
+    num_parameters = sum(p.numel() for p in network.parameters())
+    # Scoring as loaded writes scores and curves only (kilobytes); anything else writes weights per level.
+    check_claim(setup.paths, inputs)  # reads only: a refusal leaves the output folder exactly as it was
+    try:
+        check_series(setup.paths, setup.series_steps, network)  # reads only, as check_claim
+    except ArtifactError as err:
+        raise ConfigError(str(err)) from None
+    as_loaded = setup.loaded is not None
+    check_output_folder(setup.paths.seed_dir, 1 << 20 if as_loaded else estimate_bytes(num_parameters, setup.levels))
+    claim(setup.paths, inputs)
+    return setup
+
+
+def build(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
+    """The run's Setup from its config, reading only: validated, data loaded and carved, the pruning plan built.
+    prepare() then claims the output folder; the followers of a cluster launch stop here (their fits are rank 0's,
+    and rank 0 alone writes)."""
+    return _built(cfg, model_cfg, optim_cfg)[0]
+
+
+def _built(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> tuple[Setup, torch.nn.Module, dict[str, Any]]:
+    """(the Setup, the network built on the way, the hashed settings)."""
     validate(cfg)
     if not scores_as_loaded(cfg):  # a study of a model as loaded builds no optimizer
         check_optimizer(optim_cfg)
@@ -203,16 +226,7 @@ def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
         series_steps=series,
     )
     check_finetune(cfg, setup.lr_lambda()(total))
-    num_parameters = sum(p.numel() for p in network.parameters())
-    # Scoring as loaded writes scores and curves only (kilobytes); anything else writes weights per level.
-    check_claim(setup.paths, inputs)  # reads only: a refusal leaves the output folder exactly as it was
-    try:
-        check_series(setup.paths, series, network)  # reads only, as check_claim
-    except ArtifactError as err:
-        raise ConfigError(str(err)) from None
-    check_output_folder(setup.paths.seed_dir, 1 << 20 if as_loaded else estimate_bytes(num_parameters, setup.levels))
-    claim(setup.paths, inputs)
-    return setup
+    return setup, network, inputs
 
 
 def check_claim(paths: RunPaths, inputs: dict[str, Any]) -> None:

@@ -5,7 +5,7 @@ node lost without closing them) at a chosen point, after writing the time to a f
 
 <when>: "between" freezes right after the first Trainer.fit ends (rank 0: while the followers wait for its next
 message); "inside:<step>" right after optimizer step <step> of the second fit (while the others wait for its
-gradients).
+gradients). With FREEZE_SIGNAL=KILL in the environment the rank dies there instead (SIGKILL: its sockets close).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ sys.argv = [sys.argv[0], *sys.argv[4:]]  # what Hydra reads
 
 def freeze() -> None:
     stamp.write_text(f"{time.time()}\n")
-    os.kill(os.getpid(), signal.SIGSTOP)
+    os.kill(os.getpid(), signal.SIGKILL if os.environ.get("FREEZE_SIGNAL") == "KILL" else signal.SIGSTOP)
 
 
 if int(os.environ["RANK"]) == rank:

@@ -277,6 +277,31 @@ def test_a_frozen_rank_ends_every_other_rank_within_wait_timeout(tmp_path, froze
                 p.wait(timeout=30)
 
 
+def test_a_killed_rank_0_ends_the_follower_at_once(tmp_path):
+    """A rank 0 that dies outright between fits (SIGKILL: its sockets close) ends the follower's wait long before
+    trainer.wait_timeout (here ten minutes), with the message naming its rank and what it waited for."""
+    import time
+
+    stamp, bound = tmp_path / "killed_at", 600
+    command = [
+        str(BIN / "torchrun"), "--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=localhost:{free_port()}", str(FREEZE_SCRIPT), "0", "between", str(stamp),
+        *tiny(tmp_path, *SETTINGS, *TWO_NODES, f"trainer.wait_timeout={bound}"),
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "TORCHELASTIC_"))}
+    env["FREEZE_SIGNAL"] = "KILL"
+    procs = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for _ in (0, 1)
+    ]
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert stamp.exists(), outs
+    ended_after = time.time() - float(stamp.read_text())  # both commands have ended by now
+    assert ended_after < SLACK, ended_after  # not the bound: the closed connection ended the wait
+    assert all(p.returncode != 0 for p in procs)
+    follower = next(o for o in outs if "lottery: error: rank 1 waited for" in o)
+    assert "rank 0's next message" in follower and "connection closed" in follower, follower[-3000:]
+
+
 def test_a_wait_timeout_that_is_not_positive_is_refused():
     from omegaconf import OmegaConf
 
@@ -287,36 +312,122 @@ def test_a_wait_timeout_that_is_not_positive_is_refused():
         validate(settings)
 
 
-class _Module:
-    """Stands for a fit's LevelModule: what without_data and attach_data read of it."""
+class _NotPlain:
+    """Any object that is not plain values or tensors (a Trainer, a module, a function would do the same)."""
 
 
-def test_a_fit_travels_to_the_followers_without_its_data_and_they_attach_their_own(tmp_path):
-    """What rank 0 pickles for a follower holds no tensor of the dataset (the message of the two-node tests above
-    goes through the same `without_data`; a follower also refuses one that carries data); the follower's own splits,
-    loaded from the config, are checked against rank 0's digest and put in place."""
-    import pickle
-
-    from omegaconf import OmegaConf
-
-    from lottery.data.batches import StepBatches
+def captured_orders(monkeypatch, run, *extra: str) -> tuple[list[dict], list]:
+    """Run a job in this process as a cluster launch's rank 0 would, recording every message it sends to the
+    followers as they would receive it (encoded, then decoded with weights_only), and each fit's module."""
     from lottery.training import distributed as D
 
-    settings = OmegaConf.to_object(compose_config(tiny(tmp_path)))
-    dm = D.own_data(settings)
-    module = _Module()
-    module.val_data, module.test_data = (dm.x_val, dm.y_val), (dm.x_test, dm.y_test)
-    module.batches = [StepBatches(dm.x_train, dm.y_train, 32, 0, 60)]
-    whole = len(pickle.dumps(module))
-    with D.without_data(module) as digest:
-        sent = pickle.dumps(module)
-    assert len(sent) < 2000 < whole and module.batches[0].x is dm.x_train  # put back for rank 0
-    received = pickle.loads(sent)
-    assert received.val_data is None and received.batches[0].x is None and received.batches[0].seed == 0
-    D.attach_data(received, D.own_data(settings), digest, rank=1)
-    assert torch.equal(received.batches[0].x, dm.x_train) and torch.equal(received.test_data[1], dm.y_test)
-    with pytest.raises(RuntimeError, match="rank 0 sent dataset tensors"):
-        D.attach_data(received, dm, digest, rank=1)
-    other = OmegaConf.to_object(compose_config(tiny(tmp_path, "data.num_samples=500")))
+    sent, modules = [], []
+    real_fit = D.fit
+
+    def recording_fit(trainer, module, ckpt_path, order):
+        modules.append(module)
+        real_fit(trainer, module, ckpt_path, order)
+
+    monkeypatch.setattr(D, "_control", ["group"])  # the cluster mode's switch: rank 0 sends before each fit
+    monkeypatch.setattr(D, "_send", lambda message: sent.append(D.decode(D.encode(message))))
+    monkeypatch.setattr(D, "_fit", lambda trainer, module, ckpt_path: trainer.fit(module, ckpt_path=ckpt_path))
+    monkeypatch.setattr("lottery.training.fit.distributed.fit", recording_fit)
+    run(*extra)
+    return sent, modules
+
+
+def tensors_in(value) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in tensors_in(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in tensors_in(v)]
+    return []
+
+
+def test_a_message_is_plain_values_and_tensors_read_weights_only():
+    """A follower reads what arrives with torch.load(weights_only=True): masks and plain values come through, any
+    other object is refused before anything of it runs."""
+    import pickle
+
+    from lottery.training import distributed as D
+
+    mask = {"fc1.weight": torch.rand(4, 3) < 0.5}
+    back = D.decode(D.encode({"kind": "fit", "order": {"mask": mask, "step": 20, "dir": "/x", "lr": None}}))
+    assert torch.equal(back["order"]["mask"]["fc1.weight"], mask["fc1.weight"]) and back["order"]["step"] == 20
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        D.decode(D.encode({"kind": "fit", "order": _NotPlain()}))
+
+
+def test_rank_0_sends_each_fit_as_an_order_without_data_and_a_follower_rebuilds_the_same_fit(
+    tmp_path, monkeypatch, run_tiny
+):
+    """The orders of a two-level run (level 0, and level 1 rewound to step 20 with its start checkpoint) carry no
+    tensor of the dataset: each is a mask or start weights of the network's own shapes. A follower's rebuild from its
+    own Setup (follow_fit) gives the fit rank 0 trains: the same data (digest), masks, start, steps and callbacks."""
+    from omegaconf import OmegaConf
+
+    from lottery.branches.registry import FIT_CALLBACKS
+    from lottery.setup import build
+    from lottery.training import distributed as D
+    from lottery.training.fit import follow_fit
+
+    extra = ("levels=1", "rewind.step=20it")
+    rebuilt = []
+
+    def rebuild_at_send(message):  # while rank 0's start checkpoint still exists, as a follower's fit reads it
+        decoded = D.decode(D.encode(message))
+        sent.append(decoded)
+        if decoded["kind"] == "fit":
+            rebuilt.append(follow_fit(setup, decoded["order"], FIT_CALLBACKS))
+
+    cfg = compose_config(tiny(tmp_path, *extra))
+    setup = build(OmegaConf.to_object(cfg), *(OmegaConf.to_container(c, resolve=True) for c in (cfg.model, cfg.optim)))
+    sent, modules = captured_orders(monkeypatch, run_tiny, *extra)
+    assert [m["kind"] for m in sent] == ["fit", "fit"]  # lead() sends "stop"; run_config here is rank 0's job alone
+    shapes = {tuple(v.shape) for v in setup.network().state_dict().values()}
+    data_sizes = {len(setup.datamodule.x_train), len(setup.datamodule.x_val), len(setup.datamodule.x_test)}
+    for message in sent:
+        tensors = tensors_in(message)
+        assert tensors and {tuple(t.shape) for t in tensors} <= shapes
+        assert not any(t.shape and t.shape[0] in data_sizes for t in tensors)
+    assert sent[1]["order"]["start"]["step"] == 20 and sent[1]["order"]["ckpt_path"].endswith("start.ckpt")
+
+    sent.clear()
+    monkeypatch.setattr(D, "_send", rebuild_at_send)
+    for level_dir in sorted(setup.paths.seed_dir.glob("level_*")):  # train both levels again, rebuilding each fit
+        import shutil
+
+        shutil.rmtree(level_dir)
+    modules.clear()
+    run_tiny(*extra)
+    for (trainer, module, ckpt_path), message, theirs in zip(rebuilt, sent, modules, strict=True):
+        D.check_data(module, message["digest"], rank=1)  # the follower's own data is rank 0's
+        assert D.digest(D.data_of(module)) == D.digest(D.data_of(theirs))
+        assert all(torch.equal(a, b) for a, b in zip(module.mask.values(), theirs.mask.values(), strict=True))
+        assert ckpt_path == message["order"]["ckpt_path"] and trainer.max_steps == 60
+        assert (module.periods, module.marks, module.total_steps) == (theirs.periods, theirs.marks, theirs.total_steps)
+        assert [module.lr_lambda(s) for s in range(60)] == [theirs.lr_lambda(s) for s in range(60)]
     with pytest.raises(RuntimeError, match="rank 1 loaded other data than rank 0"):
-        D.attach_data(pickle.loads(sent), D.own_data(other), digest, rank=1)
+        D.check_data(rebuilt[0][1], "another digest", rank=1)
+
+
+def test_a_follower_makes_the_early_bird_search_callback_by_name(tmp_path, monkeypatch, run_tiny):
+    """The one fit that carries a callback: the follower makes the same search callback from its settings."""
+    from omegaconf import OmegaConf
+
+    from lottery.branches.early_bird import EarlyBirdCallback
+    from lottery.branches.registry import FIT_CALLBACKS
+    from lottery.setup import build
+    from lottery.training.fit import follow_fit
+
+    extra = ("levels=1", "rewind.step=10it", "branch=early_bird", "early_bird.every=5it", "early_bird.window=5")
+    sent, modules = captured_orders(monkeypatch, run_tiny, *extra)
+    searches = [m for m in sent if m["order"]["callbacks"]]
+    assert [m["order"]["callbacks"] for m in searches] == [["early_bird"]]
+    cfg = compose_config(tiny(tmp_path, *extra))
+    setup = build(OmegaConf.to_object(cfg), *(OmegaConf.to_container(c, resolve=True) for c in (cfg.model, cfg.optim)))
+    trainer, module, _ = follow_fit(setup, searches[0]["order"], FIT_CALLBACKS)
+    (callback,) = [c for c in trainer.callbacks if isinstance(c, EarlyBirdCallback)]
+    assert callback.every == 5 and module.periods == modules[sent.index(searches[0])].periods

@@ -255,15 +255,19 @@ def test_a_levels_final_test_accuracy_is_its_own_evaluation(run_tiny):
     """One evaluation path: where the early-stopping point is the last step, the test accuracy measured there inside
     the fit and the level's final test accuracy are one measurement of the same weights, equal to the bit; and the
     level's weights.pt scored outside any fit (as the analyses score networks) gives the same numbers."""
+    from conftest import compose_config, tiny
     from omegaconf import OmegaConf
 
-    from lottery.setup import build_network
-    from lottery.training.distributed import own_data
+    from lottery.setup import build
     from lottery.training.module import evaluate_network
 
-    _, seed_dir = run_tiny("train.duration=60it", "train.eval_every=20it", "optim.lr=0.0003")
-    settings = OmegaConf.create(yaml.safe_load((seed_dir / "config.yaml").read_text()))
-    dm = own_data(settings)  # the run's splits, carved again from its config
+    extra = ("train.duration=60it", "train.eval_every=20it", "optim.lr=0.0003")
+    _, seed_dir = run_tiny(*extra)
+    cfg = compose_config(tiny(seed_dir.parents[2], *extra))
+    model_cfg, optim_cfg = (OmegaConf.to_container(c, resolve=True) for c in (cfg.model, cfg.optim))
+    setup = build(OmegaConf.to_object(cfg), model_cfg, optim_cfg)  # the run's splits and network, reading only
+    assert setup.paths.seed_dir == seed_dir
+    dm = setup.datamodule
     at_the_end = 0
     for level in range(3):
         level_dir = seed_dir / f"level_{level}"
@@ -271,7 +275,7 @@ def test_a_levels_final_test_accuracy_is_its_own_evaluation(run_tiny):
         if metrics["early_stop_step"] == metrics["steps"]:
             at_the_end += 1
             assert metrics["early_stop_test_acc"] == metrics["test_acc"], level
-        network = build_network(OmegaConf.to_container(settings.model), dm)
+        network = setup.network()
         network.load_state_dict(torch.load(level_dir / "weights.pt", weights_only=True))
         acc, loss = evaluate_network(network, dm.x_test, dm.y_test, dm.num_classes, task=getattr(dm, "task", None))
         assert (acc, loss) == (metrics["test_acc"], metrics["test_loss"]), level

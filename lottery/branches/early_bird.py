@@ -87,7 +87,10 @@ def check_levels(cfg: Any, levels: int) -> None:
 
 class EarlyBirdCallback(L.Callback):
     """Draws the watched mask every `every` steps, feeds the detector and stops the fit when it fires. Its state (the
-    detector's distances and last mask) goes into the level's resume checkpoints, so a killed search resumes exactly."""
+    detector's distances and last mask) goes into the level's resume checkpoints, so a killed search resumes exactly.
+    The followers of a cluster launch make it again by name (`remade_by`, branches/registry.FIT_CALLBACKS)."""
+
+    remade_by = "early_bird"
 
     def __init__(self, detector: EarlyBirdDetector, every: int, draw_mask: Callable[[dict], M.Mask]) -> None:
         self.detector = detector
@@ -122,12 +125,9 @@ def search_paths(setup: BranchSpec) -> LevelPaths:
     return LevelPaths(setup.paths.branch_dir(branch_folder(setup.cfg)) / "search")
 
 
-def run_search(setup: BranchSpec, tracker: Tracker) -> dict[str, Any]:
-    """The dense search run (resumable); returns its record, with the early-bird weights in search/weights.pt."""
-    lp = search_paths(setup)
-    record_path = lp.dir / "search.json"
-    if record_path.is_file():
-        return artifacts.read_json(record_path, "early-bird search record")
+def search_callback(setup: BranchSpec) -> EarlyBirdCallback:
+    """The search's callback, made from the run's settings alone (so a cluster follower makes the same one: it stops
+    every rank's loop at the same step)."""
     eb = setup.cfg.early_bird
     level = watched_level(setup)
     dense = setup.dense_mask()
@@ -136,16 +136,27 @@ def run_search(setup: BranchSpec, tracker: Tracker) -> dict[str, Any]:
         return setup.plan.prune({n: w.cpu() for n, w in weights.items()}, dense, level)
 
     every = steps(eb.every, setup.datamodule.steps_per_epoch)
-    detector = EarlyBirdDetector(window=eb.window, threshold=eb.threshold)
-    callback = EarlyBirdCallback(detector, every, draw_mask)
-    spec = fit.LevelFit(lp, 0, dense, callbacks=(callback,), label="early-bird search")
+    return EarlyBirdCallback(EarlyBirdDetector(window=eb.window, threshold=eb.threshold), every, draw_mask)
+
+
+def run_search(setup: BranchSpec, tracker: Tracker) -> dict[str, Any]:
+    """The dense search run (resumable); returns its record, with the early-bird weights in search/weights.pt."""
+    lp = search_paths(setup)
+    record_path = lp.dir / "search.json"
+    if record_path.is_file():
+        return artifacts.read_json(record_path, "early-bird search record")
+    eb = setup.cfg.early_bird
+    level = watched_level(setup)
+    callback = search_callback(setup)
+    detector = callback.detector
+    spec = fit.LevelFit(lp, 0, setup.dense_mask(), callbacks=(callback,), label="early-bird search")
     module = fit.fit_level(setup, spec, tracker)
     weights = plain_state(module.network)
     fired = detector.fired_step is not None
     record = {
         "watched_level": level,
-        "watched_density": setup.plan.report(draw_mask(weights), level)["density"],
-        "every": every,
+        "watched_density": setup.plan.report(callback.draw_mask(weights), level)["density"],
+        "every": callback.every,
         "window": eb.window,
         "threshold": eb.threshold,
         "fired": fired,

@@ -95,3 +95,8 @@ NAMES = ("none", *BRANCHES)  # `branch=none` runs the trunk alone
 def line_style(line: str) -> tuple[str, Any]:
     """(marker, line style) of a figure's line: `ticket`, or a branch folder (early_bird_<settings> is early_bird)."""
     return next((b.style for name, b in BRANCHES.items() if b.own_levels and line.startswith(name)), TICKET_STYLE)
+
+
+# What a fit's callbacks are made by on the followers of a cluster launch (training/fit.follow_fit): the name a
+# callback class carries in `remade_by` -> a function of the run's settings giving the same callback.
+FIT_CALLBACKS: dict[str, Callable[[Any], Any]] = {early_bird.EarlyBirdCallback.remade_by: early_bird.search_callback}

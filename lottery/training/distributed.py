@@ -9,12 +9,15 @@ writes the level's artifacts. Inside a fit, the resume checkpoints are written b
 
 **Ranks started by a cluster launcher** (`torchrun`, or `srun` on SLURM; `trainer.num_nodes` machines of
 `trainer.devices` processes each). Every rank runs the `lottery` command, but only rank 0 is the IMP driver: it loads
-the data, prunes, rewinds and writes every file, as the spawned mode's driver does. The other ranks follow: before
-each fit rank 0 sends them what Lightning's spawn launcher would pickle to its workers (the Trainer, the
-LightningModule and the checkpoint to resume from) over a gloo group of the cluster's process group, and all ranks
-run `Trainer.fit` together (Lightning's torchelastic or SLURM environment gives each its rank; the processes are the
-cluster's, so Lightning launches none). After the job rank 0 sends "stop" (or "failed", if the driver raised), and
-the followers return. A fit's resume checkpoint, written by rank 0, is read by every rank from the shared `root`.
+the data, prunes, rewinds and writes every file, as the spawned mode's driver does. The other ranks follow: each
+builds the run's Setup from the same config once, reading only (lottery/setup.build: data, networks, paths), and
+before each fit rank 0 sends them the fit's order (fit.order_of: the level, its folder, mask and start, the names of
+its callbacks, where rank 0 put the start checkpoint) over a gloo group of the cluster's process group; each follower
+rebuilds the same Trainer and LevelModule from it (fit.follow_fit) and all ranks run `Trainer.fit` together
+(Lightning's torchelastic or SLURM environment gives each its rank; the processes are the cluster's, so Lightning
+launches none). After the job rank 0 sends "stop" (or "failed", if the driver raised), and the followers return. A
+fit's start and resume checkpoints, written by rank 0, are read by every rank from the shared `root`
+(`weights_only`).
 
 **Every wait is bounded** by `trainer.wait_timeout` seconds (30 minutes by default): the process group's collectives
 (a fit's gradients) and the messages alike. A rank that waits longer stops with a message naming itself, what it
@@ -30,11 +33,13 @@ every rank these would race on the shared `root` or need a barrier after each, a
 file seen by one node's filesystem cache and not another's) would silently desynchronise the masks. One driver makes
 each decision once; the followers only train what they are sent.
 
-**No data travels.** A fit's module goes to the followers without its training, validation and test tensors
-(`without_data`): each follower loads the data itself from the config (`own_data`: the data is a function of the
-config, so every rank carves the same splits) and attaches it, after checking a digest of rank 0's tensors, so a
-machine whose dataset files differ stops with a message rather than training on other data. Float32 CIFAR-10 was
-about 0.7 GB per fit per follower. The message itself (Trainer, module, checkpoint path) is still pickled.
+**No data travels, and nothing arbitrary is unpickled.** A message is plain values and tensors (masks, start
+weights) written by `torch.save` and read by `torch.load(weights_only=True)`, which refuses any other object: a
+follower never unpickles code from the network. Each follower's data is its own, loaded from the config (the data is
+a function of the config, so every rank carves the same splits), and checked against a digest of rank 0's tensors
+that travels with every fit, so a machine whose dataset files differ stops with a message rather than training on
+other data. (Before, rank 0 pickled the Trainer and module to every follower for every fit: float32 CIFAR-10 was
+about 0.7 GB per fit per follower, and the followers unpickled whatever came.)
 
 Each rank trains on its own slice of every global batch (lottery/data/batches.py), so `train.batch_size` stays the
 global batch and a DDP run follows the single-process run up to floating-point summation order; the two modes with
@@ -102,7 +107,7 @@ class WaitTimeout(RuntimeError):
 
 def join(trainer_cfg: Any) -> None:
     """Join the cluster's process group (the one Lightning's DDP then uses: it skips its own initialisation when one
-    exists) and a gloo group for the driver's messages, which are pickled Python objects (NCCL carries tensors only).
+    exists) and a gloo group for the driver's messages (byte tensors: NCCL would need them on a GPU).
     Every rank calls this before anything else that could fail on one rank alone."""
     import torch.distributed as dist
     from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
@@ -135,24 +140,51 @@ def waited(what: str, err: BaseException) -> WaitTimeout:
     )
 
 
-def _send(message: tuple) -> None:
+def encode(message: dict) -> Any:
+    """A message as a uint8 tensor: torch.save of plain values and tensors."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(message, buffer)
+    return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+
+
+def decode(data: Any) -> dict:
+    """A message back from its bytes with torch.load(weights_only=True): plain values and tensors only; anything
+    else (a pickled class, a function) is refused, never run."""
+    import io
+
+    import torch
+
+    return torch.load(io.BytesIO(data.numpy().tobytes()), weights_only=True)
+
+
+def _send(message: dict) -> None:
+    import torch
     import torch.distributed as dist
 
+    data = encode(message)
     try:
-        dist.broadcast_object_list([message], src=0, group=_control[0])
+        dist.broadcast(torch.tensor([data.numel()], dtype=torch.int64), src=0, group=_control[0])
+        dist.broadcast(data, src=0, group=_control[0])
     except (RuntimeError, OSError) as err:  # gloo's timeout and closed-connection errors are RuntimeErrors
-        raise waited(f"every follower to take the message {message[0]!r}", err) from err
+        raise waited(f"every follower to take the message {message['kind']!r}", err) from err
 
 
-def _receive() -> tuple:
+def _receive() -> dict:
+    import torch
     import torch.distributed as dist
 
-    box: list[Any] = [None]
     try:
-        dist.broadcast_object_list(box, src=0, group=_control[0])
+        size = torch.zeros(1, dtype=torch.int64)
+        dist.broadcast(size, src=0, group=_control[0])
+        data = torch.empty(int(size), dtype=torch.uint8)
+        dist.broadcast(data, src=0, group=_control[0])
     except (RuntimeError, OSError) as err:
         raise waited("rank 0's next message (a fit, or the end of the job)", err) from err
-    return box[0]
+    return decode(data)
 
 
 def _fit(trainer: Any, module: Any, ckpt_path: Any) -> None:
@@ -170,11 +202,11 @@ def _is_wait(err: BaseException) -> bool:
     return any(k in text for k in ("timed out", "timeout", "connection closed", "connection reset", "distbackend"))
 
 
-def fit(trainer: Any, module: Any, ckpt_path: Any) -> None:
-    """Trainer.fit; in the cluster mode rank 0 first sends the fit to the followers, who run it beside it."""
+def fit(trainer: Any, module: Any, ckpt_path: Any, order: Callable[[], dict]) -> None:
+    """Trainer.fit; in the cluster mode rank 0 first sends the fit's order (`order()`, fit.order_of) and the digest
+    of its data to the followers, who rebuild the fit and run it beside it."""
     if _control:
-        with without_data(module) as digest:
-            _send((FIT, trainer, module, ckpt_path, digest))
+        _send({"kind": FIT, "order": order(), "digest": digest(data_of(module))})
     _fit(trainer, module, ckpt_path)
 
 
@@ -200,50 +232,13 @@ def digest(tensors: list[Any]) -> str:
     return h.hexdigest()
 
 
-@contextlib.contextmanager
-def without_data(module: Any):
-    """The module with its dataset tensors taken out (put back on leaving); yields their digest."""
-    kept = {key: getattr(module, key) for key in DATA}
-    batches = [(b.x, b.y) for b in module.batches]
-    value = digest(data_of(module))
-    try:
-        for key in DATA:
-            setattr(module, key, None)
-        for b in module.batches:
-            b.x = b.y = None
-        yield value
-    finally:
-        for key, v in kept.items():
-            setattr(module, key, v)
-        for b, (x, y) in zip(module.batches, batches, strict=True):
-            b.x, b.y = x, y
-
-
-def attach_data(module: Any, data: Any, expected: str, rank: int) -> None:
-    """A follower's own splits (`data`: a carved TensorDataModule) put into a fit's module that came without any,
-    after checking they are rank 0's (the digest)."""
-    if any(t is not None for t in (module.val_data, module.test_data)) or any(b.x is not None for b in module.batches):
-        raise RuntimeError("rank 0 sent dataset tensors with a fit; followers load their own (this is a bug)")
-    module.val_data, module.test_data = (data.x_val, data.y_val), (data.x_test, data.y_test)
-    for b in module.batches:
-        b.x, b.y = data.x_train, data.y_train
+def check_data(module: Any, expected: str, rank: int) -> None:
+    """A follower's rebuilt fit trains on the data rank 0's does (the digests agree)."""
     if digest(data_of(module)) != expected:
         raise RuntimeError(
             f"rank {rank} loaded other data than rank 0 from the same config (their digests differ): every machine "
             "needs the same dataset files under data.root (and the same text for data.path); copy rank 0's"
         )
-
-
-def own_data(settings: Any) -> Any:
-    """The carved splits every rank's fits read, loaded by this rank from the config as rank 0 loads them."""
-    from lottery import data as datasets
-    from lottery.data.datamodule import TensorDataModule
-
-    d = settings.data
-    splits = datasets.load(d.name, root=d.root, download=d.download, num_samples=d.num_samples, settings=d)
-    return TensorDataModule(
-        splits, d.val_size, d.split_seed, settings.train.batch_size, settings.seed, augment=d.augment
-    )
 
 
 def lead(job: Callable[[], Any]) -> Any:
@@ -256,25 +251,23 @@ def lead(job: Callable[[], Any]) -> Any:
         # Best effort: when the job failed because a rank died, this message cannot travel either, and the job's
         # own error is the one to report.
         with contextlib.suppress(Exception):
-            _send((FAILED,))
+            _send({"kind": FAILED})
         raise
-    _send((STOP,))
+    _send({"kind": STOP})
     return result
 
 
-def follow(launch: ClusterLaunch, settings: Any) -> None:
-    """A rank other than 0: run every fit rank 0 sends until it stops, on data it loads itself (once, at the first
-    fit); raise if rank 0's job failed."""
-    data = None
+def follow(launch: ClusterLaunch, rebuild: Callable[[dict], tuple[Any, Any, Any]]) -> None:
+    """A rank other than 0: run every fit rank 0 sends until it stops, each rebuilt by `rebuild(order)` (the
+    Trainer, module and checkpoint path: fit.follow_fit on this rank's own Setup); raise if rank 0's job failed."""
     while True:
         message = _receive()
-        if message[0] == FIT:
-            _, trainer, module, ckpt_path, expected = message
-            data = data if data is not None else own_data(settings)
-            attach_data(module, data, expected, launch.rank)
+        if message["kind"] == FIT:
+            trainer, module, ckpt_path = rebuild(message["order"])
+            check_data(module, message["digest"], launch.rank)
             _fit(trainer, module, ckpt_path)
             del trainer, module
-        elif message[0] == STOP:
+        elif message["kind"] == STOP:
             return
         else:
             raise RuntimeError(

@@ -10,11 +10,11 @@ bits do not depend on how many seeds trained beside it.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -125,9 +125,9 @@ def _unstackable(setup: RunSpec, fit: LevelFit) -> str | None:
     return None
 
 
-def fit_stack(setups: Sequence[RunSpec], fits: Sequence[LevelFit], trackers: Sequence[Tracker]) -> list[LevelResult]:
-    first, spec = setups[0], fits[0]
-    cfg = first.cfg
+def stack_of(setups: Sequence[RunSpec], fits: Sequence[LevelFit]) -> Stack:
+    """The replicas' networks, each from its seed (theta_0) with its start weights when no checkpoint brings them,
+    as one stack on the trainer's settings."""
     networks = []
     for setup, fit in zip(setups, fits, strict=True):
         L.seed_everything(setup.cfg.seed, workers=False, verbose=False)
@@ -137,12 +137,14 @@ def fit_stack(setups: Sequence[RunSpec], fits: Sequence[LevelFit], trackers: Seq
             network.load_state_dict(M.masked_state_dict(fit.start.weights, fit.mask))
         networks.append(network)
     stack = Stack(networks)
-    prepare_stack(stack, cfg.trainer)
+    prepare_stack(stack, setups[0].cfg.trainer)
+    return stack
+
+
+def fit_stack(setups: Sequence[RunSpec], fits: Sequence[LevelFit], trackers: Sequence[Tracker]) -> list[LevelResult]:
+    spec = fits[0]
+    stack = stack_of(setups, fits)
     resuming = spec.paths.last_checkpoint.exists()
-    start = spec.start
-    start_weights = None
-    if not resuming and start.weights is not None and start.checkpoint is not None:
-        start_weights = [f.start.weights for f in fits]  # swapped in when the checkpoint loads
     for fit in fits:
         fit.paths.last_checkpoint.parent.mkdir(parents=True, exist_ok=True)
     # The stacked checkpoints live beside the first replica's levels (its seed folder for the trunk, its branch
@@ -154,45 +156,12 @@ def fit_stack(setups: Sequence[RunSpec], fits: Sequence[LevelFit], trackers: Seq
     try:
         ckpt_path = None
         sources = [f.paths.last_checkpoint for f in fits] if resuming else [f.start.checkpoint for f in fits]
-        if resuming or start.checkpoint is not None:
+        if resuming or spec.start.checkpoint is not None:
             ckpt_path = load_stacked(sources, scratch_dir / "start.ckpt", stack.stacked)
         loggers = [t.level_loggers(f.level) for t, f in zip(trackers, fits, strict=True)]
-        trainer = make_trainer(setups, fits, loggers, scratch_dir / "save.ckpt", stack.stacked)
-        # The device is known once the Trainer exists; the data moves there before the module takes the splits.
-        # Not under trainer=ddp: its spawned workers receive the module (and its data) pickled from this CPU process.
-        single = trainer.num_devices == 1 and cfg.trainer.strategy != "ddp"
-        device = trainer.strategy.root_device if single else torch.device("cpu")
-        datamodules = [_datamodule(s, f) for s, f in zip(setups, fits, strict=True)]
-        for dm in datamodules:
-            place_data(dm, device, cfg.trainer)
-        dm = datamodules[0]
-        lr_lambda = first.lr_lambda() if start.constant_lr is None else constant_multiplier(start.constant_lr)
-        module = LevelModule(
-            stack,
-            optimizer=optimizer_factory(first.optim_cfg),
-            lr_lambda=lr_lambda,
-            masks=[f.mask for f in fits],
-            val_data=(dm.x_val, dm.y_val),
-            num_classes=dm.num_classes,
-            total_steps=first.total_steps,
-            eval_every=first.eval_every,
-            log_every=cfg.train.log_every,
-            start_weights=start_weights,
-            resume_progress=resuming,
-            task=getattr(dm, "task", None),
-            test_data=(dm.x_test, dm.y_test),
-            fresh_optimizer=start.fresh_optimizer,
-            loggers=loggers,
-            on_evaluate=[
-                _eval_printer(s, f) if cfg.train.print_every_eval else None for s, f in zip(setups, fits, strict=True)
-            ],
-            batches=[_batches(d, s) for d, s in zip(datamodules, setups, strict=True)],
-            periods=(first.checkpoint_every, *(getattr(c, "every", None) for c in spec.callbacks)),
-            marks=(first.rewind_step, *first.series_steps) if spec.capture_rewind else (),
-        )
-        module.fit_device = device  # Lightning moves the module to the CPU after fit; finish_level moves it back
-        module.threads = cfg.trainer.threads
-        distributed.fit(trainer, module, ckpt_path)  # Trainer.fit, with the followers of a cluster launch
+        trainer, module = level_trainer(setups, fits, stack, loggers, scratch_dir, resuming)
+        # Trainer.fit, with the followers of a cluster launch (each rebuilds this fit from its order: follow_fit)
+        distributed.fit(trainer, module, ckpt_path, lambda: order_of(setups, fits, ckpt_path, scratch_dir, resuming))
     finally:
         shutil.rmtree(scratch_dir, ignore_errors=True)
     module.restore_progress(trainer.callback_metrics)  # from the workers, when trainer.strategy=ddp spawned them
@@ -204,6 +173,125 @@ def fit_stack(setups: Sequence[RunSpec], fits: Sequence[LevelFit], trackers: Seq
     if not stack.stacked:
         return [LevelResult(stack.network, module, 0, finals[0])]
     return [LevelResult(setup.network(), module, i, finals[i]) for i, setup in enumerate(setups)]
+
+
+def level_trainer(
+    setups: Sequence[RunSpec],
+    fits: Sequence[LevelFit],
+    stack: Stack,
+    loggers: Sequence[Sequence[Logger]],
+    scratch_dir: Path,
+    resuming: bool,
+) -> tuple[L.Trainer, LevelModule]:
+    """The Trainer and LevelModule of one fit: rank 0's (fit_stack) and a cluster follower's (follow_fit) alike."""
+    first, spec = setups[0], fits[0]
+    cfg = first.cfg
+    start = spec.start
+    start_weights = None
+    if not resuming and start.weights is not None and start.checkpoint is not None:
+        start_weights = [f.start.weights for f in fits]  # swapped in when the checkpoint loads
+    trainer = make_trainer(setups, fits, loggers, scratch_dir / "save.ckpt", stack.stacked)
+    # The device is known once the Trainer exists; the data moves there before the module takes the splits.
+    # Not under trainer=ddp: its spawned workers receive the module (and its data) pickled from this CPU process.
+    single = trainer.num_devices == 1 and cfg.trainer.strategy != "ddp"
+    device = trainer.strategy.root_device if single else torch.device("cpu")
+    datamodules = [_datamodule(s, f) for s, f in zip(setups, fits, strict=True)]
+    for dm in datamodules:
+        place_data(dm, device, cfg.trainer)
+    dm = datamodules[0]
+    lr_lambda = first.lr_lambda() if start.constant_lr is None else constant_multiplier(start.constant_lr)
+    module = LevelModule(
+        stack,
+        optimizer=optimizer_factory(first.optim_cfg),
+        lr_lambda=lr_lambda,
+        masks=[f.mask for f in fits],
+        val_data=(dm.x_val, dm.y_val),
+        num_classes=dm.num_classes,
+        total_steps=first.total_steps,
+        eval_every=first.eval_every,
+        log_every=cfg.train.log_every,
+        start_weights=start_weights,
+        resume_progress=resuming,
+        task=getattr(dm, "task", None),
+        test_data=(dm.x_test, dm.y_test),
+        fresh_optimizer=start.fresh_optimizer,
+        loggers=loggers,
+        on_evaluate=[
+            _eval_printer(s, f) if cfg.train.print_every_eval else None for s, f in zip(setups, fits, strict=True)
+        ],
+        batches=[_batches(d, s) for d, s in zip(datamodules, setups, strict=True)],
+        periods=(first.checkpoint_every, *(getattr(c, "every", None) for c in spec.callbacks)),
+        marks=(first.rewind_step, *first.series_steps) if spec.capture_rewind else (),
+    )
+    module.fit_device = device  # Lightning moves the module to the CPU after fit; finish_level moves it back
+    module.threads = cfg.trainer.threads
+    return trainer, module
+
+
+# ---- a fit as the followers of a cluster launch receive it: plain values and tensors (torch.load weights_only)
+def order_of(
+    setups: Sequence[RunSpec], fits: Sequence[LevelFit], ckpt_path: Path | None, scratch_dir: Path, resuming: bool
+) -> dict:
+    """What a follower needs to rebuild rank 0's fit from its own Setup (same config, so same data, networks and
+    paths): the level, its folder, mask and start, the names of its callbacks, and where rank 0 put the start
+    checkpoint. No dataset tensors and no Python objects other than plain values."""
+    (setup,), (fit,) = setups, fits  # a distributed fit is one replica (fit_levels trains DDP replicas apart)
+    start = fit.start
+    names = [getattr(c, "remade_by", None) for c in fit.callbacks]
+    if None in names:
+        raise RuntimeError(f"a callback of this fit has no `remade_by` name for the followers: {fit.callbacks}")
+    return {
+        "seed_dir": str(setup.paths.seed_dir),
+        "dir": str(fit.paths.dir),
+        "level": fit.level,
+        "mask": dict(fit.mask),
+        "start": {
+            "checkpoint": None if start.checkpoint is None else str(start.checkpoint),
+            "step": start.step,
+            "weights": None if start.weights is None else dict(start.weights),
+            "fresh_optimizer": start.fresh_optimizer,
+            "constant_lr": start.constant_lr,
+        },
+        "capture_rewind": fit.capture_rewind,
+        "data_seed": fit.data_seed,
+        "callbacks": names,
+        "label": fit.label,
+        "ckpt_path": None if ckpt_path is None else str(ckpt_path),
+        "scratch": str(scratch_dir),
+        "resuming": resuming,
+    }
+
+
+def follow_fit(setup: RunSpec, order: dict, remakers: Mapping[str, Callable[[Any], L.Callback]]):
+    """A follower's (Trainer, module, checkpoint path) for rank 0's fit, rebuilt from its order and this rank's own
+    Setup; `remakers` make a fit's callbacks by name (they run on every rank: the early-bird search stops every
+    rank's loop at once)."""
+    if order["seed_dir"] != str(setup.paths.seed_dir):
+        raise RuntimeError(
+            f"rank 0 trains {order['seed_dir']} but this rank's config gives {setup.paths.seed_dir}: every rank must "
+            "run the same command with the same config"
+        )
+    s = order["start"]
+    start = Start(
+        checkpoint=None if s["checkpoint"] is None else Path(s["checkpoint"]),
+        step=s["step"],
+        weights=s["weights"],
+        fresh_optimizer=s["fresh_optimizer"],
+        constant_lr=s["constant_lr"],
+    )
+    fit = LevelFit(
+        LevelPaths(Path(order["dir"])),
+        order["level"],
+        order["mask"],
+        start,
+        capture_rewind=order["capture_rewind"],
+        data_seed=order["data_seed"],
+        callbacks=tuple(remakers[name](setup) for name in order["callbacks"]),
+        label=order["label"],
+    )
+    stack = stack_of([setup], [fit])
+    trainer, module = level_trainer([setup], [fit], stack, [[]], Path(order["scratch"]), order["resuming"])
+    return trainer, module, order["ckpt_path"]
 
 
 def optimizer_factory(optim_cfg: dict):
