@@ -1,5 +1,6 @@
 """The `lottery` command for torchrun, except that one rank freezes itself (SIGSTOP: alive, its sockets open, as a
-node lost without closing them) at a chosen point, after writing the time to a file (the cluster wait tests).
+node lost without closing them) at a chosen point, after writing the time and its pid to a file (the cluster wait
+tests).
 
     torchrun ... tests/freeze_rank.py <rank> <when> <stamp file> <hydra overrides...>
 
@@ -24,7 +25,7 @@ sys.argv = [sys.argv[0], *sys.argv[4:]]  # what Hydra reads
 
 
 def freeze() -> None:
-    stamp.write_text(f"{time.time()}\n")
+    stamp.write_text(f"{time.time()} {os.getpid()}\n")  # the pid: the test ends this stopped process itself
     os.kill(os.getpid(), signal.SIGKILL if os.environ.get("FREEZE_SIGNAL") == "KILL" else signal.SIGSTOP)
 
 

@@ -116,11 +116,46 @@ def test_wanda_layer_by_layer_equals_a_direct_computation_through_the_whole_mode
                 direct[name] = keep
                 with torch.no_grad():
                     (m.weight.T if type(m).__name__ == "Conv1D" else m.weight).mul_(keep)
-        pruned.restore()
+        with torch.no_grad():  # the direct computation's own zeros undone
+            for n, p in network.named_parameters():
+                p.copy_(dense[n])
         assert direct.keys() == masks.keys() and len(masks) == linears * len(pruned.layers)
         for name in masks:
             assert torch.equal(masks[name], direct[name]), (pattern, name)
         assert density(masks) == 0.5
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_mask_applied_in_memory_keeps_aside_only_what_it_zeroes_and_restores_every_bit(tmp_path, family):
+    """Only the zeroed values are kept aside (their count, not a dense copy), GPT-2's transposed Conv1D included; a
+    non-finite weight and a negative zero come back as they were; the scores read the dense weights and refuse to
+    while a mask is applied; a second mask on a pruned matrix is refused."""
+    from lottery.models.hf import HFCausalLM
+
+    network = HFCausalLM((12,), 320, str(save_model(tmp_path / family, family))).eval()
+    pruned = Pruned(network)
+    first = next(iter(pruned.modules))
+    matrix = pruned.dense()[first]
+    with torch.no_grad():
+        matrix[0, 0], matrix[0, 1], matrix[1, 0] = float("nan"), -0.0, float("inf")
+    before = {n: p.detach().clone() for n, p in network.named_parameters()}
+    masks = pruned.masks("random", "unstructured", 0.3, generator=torch.Generator().manual_seed(0))
+    masks[first][0, :2] = False  # the nan and the negative zero among the zeroed
+    pruned.apply(masks)
+    kept_aside = sum(values.numel() for _, values in pruned._removed.values())
+    assert kept_aside == sum(int((~m).sum()) for m in masks.values()) < 0.35 * pruned.total
+    for name, m in pruned.modules.items():
+        w = m.weight.T if family == "gpt2" else m.weight
+        assert not bool(w[~masks[name]].any()), name
+    with pytest.raises(RuntimeError, match="restore them before scoring"):
+        pruned.dense()
+    with pytest.raises(RuntimeError, match="pruned in memory already"):
+        pruned.apply({first: masks[first]})
+    pruned.restore()
+    for n, p in network.named_parameters():
+        assert torch.equal(p.isnan(), before[n].isnan()), n
+        same = torch.where(p.isnan(), 0, p) == torch.where(before[n].isnan(), 0, before[n])
+        assert bool(same.all()) and torch.equal(p.signbit(), before[n].signbit()), n
 
 
 def _square_sum(sums: dict[str, torch.Tensor], name: str):
