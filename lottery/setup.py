@@ -140,13 +140,13 @@ def check_optimizer(optim_cfg: dict) -> None:
 def prepare(cfg: LotteryConfig, model_cfg: dict, optim_cfg: dict) -> Setup:
     """Validate, load data, build the pruning plan and claim the output folder; no training yet."""
     setup, network, inputs = _built(cfg, model_cfg, optim_cfg)
-    num_parameters = sum(p.numel() for p in network.parameters())
-    # Scoring as loaded writes scores and curves only (kilobytes); anything else writes weights per level.
     check_claim(setup.paths, inputs)  # reads only: a refusal leaves the output folder exactly as it was
     try:
         check_series(setup.paths, setup.series_steps, network)  # reads only, as check_claim
     except ArtifactError as err:
         raise ConfigError(str(err)) from None
+    # Scoring as loaded writes scores and curves only (kilobytes); anything else writes weights per level.
+    num_parameters = sum(p.numel() for p in network.parameters())
     as_loaded = setup.loaded is not None
     check_output_folder(setup.paths.seed_dir, 1 << 20 if as_loaded else estimate_bytes(num_parameters, setup.levels))
     claim(setup.paths, inputs)
