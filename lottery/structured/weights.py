@@ -102,7 +102,7 @@ class Pruned:
                     raise RuntimeError(f"{name} is pruned in memory already; restore it before another mask")
                 w = _matrix(self.modules[name])
                 keep = keep.to(device=w.device)
-                self._removed[name] = (keep, w[~keep].clone())
+                self._removed[name] = (keep, w[~keep])  # boolean indexing copies: the values, not a view
                 w.masked_fill_(~keep, 0)  # exact zeros, a non-finite weight's too (a multiply left its nan)
 
     def restore(self, names: Iterator[str] | None = None) -> None:
